@@ -1,0 +1,121 @@
+"""The row schema: every column of the `results` table, declared once.
+
+Metrics carry their unit and direction so that the SQLite columns, the terminal summary and later plots all read
+the same declaration instead of re-listing names. Rows are plain dicts of `int | float | str | None` keyed by these
+names (numpy scalars would break xdist's report serializer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SqlType = Literal["INTEGER", "REAL", "TEXT"]
+Scalar = int | float | str | None
+Row = dict[str, Scalar]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A non-metric column: identity, parameters, paths or provenance."""
+
+    name: str
+    sql_type: SqlType
+    description: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A measured quantity; `higher_is_better` is None where direction is meaningless (e.g. thread count)."""
+
+    name: str
+    sql_type: SqlType
+    unit: str
+    higher_is_better: bool | None
+    description: str
+
+
+RECALL_KS: tuple[int, ...] = (1, 10, 100)
+"""k of k-recall@k and R of 1-recall@R; the ground truth must hold at least max(RECALL_KS) neighbours."""
+
+IDENTITY: tuple[Column, ...] = (
+    Column("run_id", "TEXT", "one pytest session (shared by all shards of a sweep)"),
+    Column("case_id", "TEXT", "stable, -k friendly case id, e.g. dummy-pq-M8-nbits8"),
+    Column("status", "TEXT", "ok, failed or skipped"),
+    Column("error", "TEXT", "one-line reason when status is not ok"),
+    Column("dataset", "TEXT", "dataset name"),
+    Column("method", "TEXT", "quantizer method name from the sweep"),
+    Column("params_json", "TEXT", "method parameters as canonical JSON"),
+    Column("factory", "TEXT", "faiss index_factory string the codec was built from"),
+    Column("metric_type", "TEXT", "search metric: l2 or ip"),
+    Column("n_base", "INTEGER", "base vectors encoded"),
+    Column("n_queries", "INTEGER", "queries searched"),
+    Column("dim", "INTEGER", "vector dimension"),
+    Column("n_train", "INTEGER", "training sample size"),
+    Column("null_reasons_json", "TEXT", "why a metric is NULL, as JSON {metric: reason}"),
+    Column("notes", "TEXT", "warnings worth keeping with the numbers (e.g. small training sample)"),
+)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("code_bytes", "INTEGER", "B", False, "bytes per encoded vector (faiss sa_code_size)"),
+    Metric("compression_ratio", "REAL", "x", True, "raw float32 bytes per vector / code bytes"),
+    Metric("mse", "REAL", "", False, "mean over base vectors of ||x - decode(encode(x))||^2"),
+    Metric("relative_mse", "REAL", "", False, "mse / mean ||x||^2"),
+    *(
+        Metric(f"recall_at_{k}", "REAL", "", True, f"{k}-recall@{k}, big-ann tie rule (ties within 1e-6 credited)")
+        for k in RECALL_KS
+    ),
+    *(
+        Metric(f"one_recall_at_{r}", "REAL", "", True, f"1-recall@{r}: true nearest neighbour in the first {r}")
+        for r in RECALL_KS
+    ),
+    Metric("train_s", "REAL", "s", False, "wall time to train the codec on the training sample"),
+    Metric("encode_s", "REAL", "s", False, "wall time to encode the whole base"),
+    Metric("search_s", "REAL", "s", False, "wall time of one batched asymmetric search of all queries"),
+    Metric("qps", "REAL", "1/s", True, "queries per second of that search (n_queries / search_s)"),
+    Metric("threads", "INTEGER", "", None, "OpenMP threads faiss used"),
+)
+
+ARTIFACTS: tuple[Column, ...] = (
+    Column("neighbors_path", "TEXT", "search result ids (.npy, n_queries x k) for recomputing any metric"),
+    Column("distances_path", "TEXT", "search result distances (.npy, n_queries x k)"),
+    Column("codec_path", "TEXT", "trained (empty) codec written with faiss.write_index"),
+)
+
+PROVENANCE: tuple[Column, ...] = (
+    Column("seed", "INTEGER", "seed of the training sample and codec training"),
+    Column("dataset_fingerprint", "TEXT", "content fingerprint of base + queries (+ given ground truth)"),
+    Column("gt_source", "TEXT", "where the ground truth came from: a file, or computed (and cached)"),
+    Column("git_commit", "TEXT", "commit of the harness checkout, if any"),
+    Column("git_dirty", "INTEGER", "1 if the checkout had uncommitted changes"),
+    Column("python_version", "TEXT", "Python version"),
+    Column("numpy_version", "TEXT", "numpy version"),
+    Column("faiss_version", "TEXT", "faiss version"),
+    Column("hostname", "TEXT", "host that ran the case"),
+    Column("cpu_model", "TEXT", "CPU model name"),
+    Column("worker", "TEXT", "xdist worker or shard that ran the case (main when not sharded)"),
+    Column("created_at", "TEXT", "UTC ISO-8601 time the row was recorded"),
+)
+
+ALL_COLUMNS: tuple[Column | Metric, ...] = (*IDENTITY, *METRICS, *ARTIFACTS, *PROVENANCE)
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in ALL_COLUMNS)
+METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
+PRIMARY_KEY: tuple[str, ...] = ("run_id", "case_id")
+
+
+def metric(name: str) -> Metric:
+    """Look up a metric declaration by name (KeyError names the unknown metric)."""
+    for m in METRICS:
+        if m.name == name:
+            return m
+    raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+
+
+def check_row(row: Row) -> None:
+    """Reject rows with unknown columns or non-plain values before they reach a file."""
+    unknown = set(row) - set(COLUMN_NAMES)
+    if unknown:
+        raise ValueError(f"row has unknown columns: {', '.join(sorted(unknown))}")
+    for key, value in row.items():
+        if value is not None and type(value) not in (int, float, str):
+            raise TypeError(f"row column {key!r} holds {type(value).__name__}; only int, float, str, None allowed")
