@@ -1,0 +1,3 @@
+"""Test-suite wiring: pytester runs `pytest vq_cases` in subprocesses for the end-to-end tests."""
+
+pytest_plugins = ["pytester"]

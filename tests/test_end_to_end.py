@@ -1,0 +1,236 @@
+"""End to end: `pytest vq_cases` in a subprocess, checked through the rows it leaves in SQLite and JSON."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures.ground_truth import exact_knn
+from reports.schema import COLUMN_NAMES
+from vq_cases.metrics import k_recall_at_k
+
+REPO = Path(__file__).resolve().parent.parent
+CASES_DIR = str(REPO / "vq_cases")
+
+
+def _out_args(tmp: Path) -> list[str]:
+    return [
+        f"--vq-db-path={tmp / 'out' / 'bench.db'}",
+        f"--vq-run-dir={tmp / 'out' / 'runs'}",
+        f"--vq-cache-dir={tmp / 'cache'}",
+        f"--vq-codebooks-dir={tmp / 'codebooks'}",
+        "-p",
+        "no:cacheprovider",
+    ]
+
+
+def _rows(db: Path) -> list[dict]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM results ORDER BY case_id")]
+    finally:
+        conn.close()
+
+
+def _collected(pytester: pytest.Pytester, *args: str) -> list[str]:
+    res = pytester.runpytest_subprocess(CASES_DIR, "--collect-only", "-q", *args)
+    assert res.ret == 0, res.stdout.str() + res.stderr.str()
+    return [line.split("[", 1)[1].rstrip("]") for line in res.outlines if "::test_case[" in line]
+
+
+@pytest.fixture(scope="module")
+def dummy_small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real sweep of the default sweep on dummy-small, shared by the assertions below."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    cwd = tmp / "work"
+    cwd.mkdir()
+    args = [sys.executable, "-m", "pytest", CASES_DIR, "--vq-dataset", "dummy-small", *_out_args(tmp)]
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    collect = subprocess.run([*args, "--collect-only", "-q"], cwd=cwd, capture_output=True, text=True, timeout=120)
+    ids = [line.split("[", 1)[1].rstrip("]") for line in collect.stdout.splitlines() if "::test_case[" in line]
+    return {"proc": proc, "tmp": tmp, "ids": ids, "rows": _rows(tmp / "out" / "bench.db")}
+
+
+def test_every_collected_case_has_one_ok_row(dummy_small_run: dict) -> None:
+    proc, rows, ids = dummy_small_run["proc"], dummy_small_run["rows"], dummy_small_run["ids"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(ids) >= 7
+    assert sorted(r["case_id"] for r in rows) == sorted(ids)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert len({r["run_id"] for r in rows}) == 1
+    assert set(rows[0]) == set(COLUMN_NAMES)
+
+
+def test_metric_values_are_sane(dummy_small_run: dict) -> None:
+    by_id = {r["case_id"]: r for r in dummy_small_run["rows"]}
+    d = 32
+    for m in (8, 16):
+        pq = by_id[f"dummy-small-pq-M{m}-nbits8"]
+        assert pq["recall_at_10"] > 0.2
+        assert pq["code_bytes"] == m
+        assert pq["compression_ratio"] == d * 4 / m
+    sqfp16 = by_id["dummy-small-sqfp16"]
+    assert sqfp16["recall_at_10"] > 0.95
+    assert sqfp16["compression_ratio"] == 2.0
+    assert by_id["dummy-small-sq8"]["compression_ratio"] == 4.0
+    assert by_id["dummy-small-sq4"]["compression_ratio"] == 8.0
+    # more bits, less distortion: the ordering every quantizer paper relies on
+    assert sqfp16["mse"] < by_id["dummy-small-sq8"]["mse"] < by_id["dummy-small-sq4"]["mse"]
+    assert by_id["dummy-small-pq-M16-nbits8"]["mse"] < by_id["dummy-small-pq-M8-nbits8"]["mse"]
+    for row in by_id.values():
+        assert 0 <= row["recall_at_1"] <= 1 and 0 <= row["recall_at_100"] <= 1
+        assert row["one_recall_at_1"] <= row["one_recall_at_10"] <= row["one_recall_at_100"]
+        assert row["qps"] > 0 and row["train_s"] >= 0 and row["encode_s"] > 0 and row["search_s"] > 0
+        assert row["threads"] >= 1 and row["n_base"] == 2000 and row["n_queries"] == 100
+        assert row["python_version"] and row["faiss_version"] and row["hostname"] and row["cpu_model"]
+        assert row["dataset_fingerprint"] and row["seed"] == 0
+        assert json.loads(row["params_json"]) is not None
+
+
+def test_saved_neighbors_recompute_the_stored_recall(dummy_small_run: dict) -> None:
+    """Recall recomputed from the saved ids against an independent brute-force GT equals the stored value."""
+    from fixtures.registry import BUILTIN
+    from fixtures.synthetic import make_low_rank_dataset
+
+    p = BUILTIN["dummy-small"].synthetic
+    assert p is not None
+    base, queries = make_low_rank_dataset(
+        p.n_base, p.n_queries, p.dim, intrinsic_dim=p.intrinsic_dim, n_clusters=p.n_clusters, seed=p.seed
+    )
+    full = ((queries[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
+    order = np.argsort(full, axis=1, kind="stable")[:, :100]
+    gt_d = np.take_along_axis(full, order, axis=1)
+    for row in dummy_small_run["rows"]:
+        ids = np.load(row["neighbors_path"], allow_pickle=False)
+        assert ids.shape == (100, 100)
+        assert Path(row["distances_path"]).is_file() and Path(row["codec_path"]).is_file()
+        assert k_recall_at_k(ids, order, gt_d, 10) == pytest.approx(row["recall_at_10"], abs=1e-9)
+    _, ids = exact_knn(base, queries, 100, "l2")
+    assert (ids[:, 0] == order[:, 0]).mean() > 0.99
+
+
+def test_json_report_matches_sqlite(dummy_small_run: dict) -> None:
+    runs = dummy_small_run["tmp"] / "out" / "runs"
+    (report,) = list(runs.glob("*/results.json"))
+    doc = json.loads(report.read_text())
+    json_rows = {r["case_id"]: r for r in doc["rows"]}
+    for row in dummy_small_run["rows"]:
+        for key in ("recall_at_10", "mse", "code_bytes", "status", "run_id"):
+            assert json_rows[row["case_id"]][key] == row[key]
+    assert doc["meta"]["run_id"] == dummy_small_run["rows"][0]["run_id"]
+
+
+def test_terminal_shows_summary_table_and_settings(dummy_small_run: dict) -> None:
+    out = dummy_small_run["proc"].stdout
+    assert "vq-benchmark results" in out and "recall@10" in out and "dummy-small-sqfp16" in out
+    assert "dataset" in out and "[option --vq-dataset]" in out
+    assert "seed" in out and "[default]" in out
+
+
+def test_collect_only_lists_cases_without_touching_vectors(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """The datasets file points at files that do not exist: collection must not notice."""
+    dsfile = tmp_path / "datasets.toml"
+    dsfile.write_text('[datasets.ghost]\nbase = "nope/base.npy"\nqueries = "nope/q.npy"\n')
+    ids = _collected(pytester, "--vq-dataset=ghost", f"--vq-datasets-file={dsfile}", *_out_args(tmp_path))
+    assert "ghost-pq-M8-nbits8" in ids and "ghost-sqfp16" in ids
+    assert not (tmp_path / "out").exists()
+
+
+def test_k_filter_selects_cases(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    ids = _collected(pytester, "--vq-dataset=dummy", "-k", "pq-M16", *_out_args(tmp_path))
+    assert ids == ["dummy-pq-M16-nbits8", "dummy-opq-M16-nbits8"]
+
+
+def _error_run(pytester: pytest.Pytester, *args: str):
+    res = pytester.runpytest_subprocess(CASES_DIR, *args)
+    errors = [line for line in res.errlines + res.outlines if line.startswith("ERROR:")]
+    return res, errors
+
+
+def test_missing_dataset_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("VQ_DATASET", raising=False)
+    res, errors = _error_run(pytester, *_out_args(tmp_path))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and "--vq-dataset" in errors[0] and "dummy-small" in errors[0]
+    assert "Traceback" not in res.stdout.str() + res.stderr.str()
+
+
+def test_unknown_dataset_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    res, errors = _error_run(pytester, "--vq-dataset=nosuch", *_out_args(tmp_path))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and "unknown dataset 'nosuch'" in errors[0] and "glove-50d" in errors[0]
+
+
+def test_unknown_method_in_sweep_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[[sweep]]\nmethod = "pq"\nM = [8]\n\n[[sweep]]\nmethod = "lattice"\n')
+    res, errors = _error_run(pytester, "--vq-dataset=dummy-small", f"--vq-sweep={sweep}", *_out_args(tmp_path))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and str(sweep) in errors[0] and "'lattice'" in errors[0] and "sqfp16" in errors[0]
+
+
+def _npy_dataset(tmp_path: Path, gt_rows: int | None) -> Path:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "toy"
+    data.mkdir(parents=True)
+    base = rng.standard_normal((1500, 16)).astype(np.float32)
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    np.save(data / "base.npy", base)
+    np.save(data / "queries.npy", queries)
+    lines = ['[datasets.toy]\nformat = "npy"\nbase = "toy/base.npy"\nqueries = "toy/queries.npy"\n']
+    if gt_rows is not None:
+        d, i = exact_knn(base, np.resize(queries, (gt_rows, 16)), 100, "l2")
+        np.save(data / "gt_ids.npy", i)
+        np.save(data / "gt_d.npy", d)
+        lines.append('ground_truth = "toy/gt_ids.npy"\nground_truth_distances = "toy/gt_d.npy"\n')
+    dsfile = tmp_path / "datasets.toml"
+    dsfile.write_text("".join(lines))
+    return dsfile
+
+
+def test_ground_truth_with_wrong_shape_is_rejected(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    dsfile = _npy_dataset(tmp_path, gt_rows=39)
+    res = pytester.runpytest_subprocess(
+        CASES_DIR,
+        "--vq-dataset=toy",
+        f"--vq-datasets-file={dsfile}",
+        f"--vq-data-dir={tmp_path / 'data'}",
+        *_out_args(tmp_path),
+    )
+    text = res.stdout.str() + res.stderr.str()
+    assert res.ret != 0
+    assert "gt_ids.npy" in text and "40" in text and "39" in text
+    assert "Traceback" not in text
+
+
+def test_user_npy_dataset_with_given_ground_truth(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    dsfile = _npy_dataset(tmp_path, gt_rows=40)
+    res = pytester.runpytest_subprocess(
+        CASES_DIR,
+        "--vq-dataset=toy",
+        f"--vq-datasets-file={dsfile}",
+        f"--vq-data-dir={tmp_path / 'data'}",
+        "-k",
+        "sqfp16",
+        *_out_args(tmp_path),
+    )
+    assert res.ret == 0, res.stdout.str()
+    (row,) = _rows(tmp_path / "out" / "bench.db")
+    assert row["case_id"] == "toy-sqfp16" and row["recall_at_10"] > 0.95
+    assert row["gt_source"].startswith("file ") and row["compression_ratio"] == 2.0
+
+
+def test_env_selects_dataset_when_no_option(pytester: pytest.Pytester, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("VQ_DATASET", "dummy-small")
+    res = pytester.runpytest_subprocess(CASES_DIR, "-k", "sq8", *_out_args(tmp_path))
+    assert res.ret == 0, res.stdout.str()
+    res.stdout.fnmatch_lines(["*dataset*= dummy-small*[[]env VQ_DATASET[]]*"])
+    (row,) = _rows(tmp_path / "out" / "bench.db")
+    assert row["case_id"] == "dummy-small-sq8" and row["status"] == "ok"
