@@ -7,6 +7,7 @@ without a pytest run.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,17 @@ class BenchSession:
     settings: dict[str, Resolved]
     run_id: str
     worker: str = "main"
+    n_workers: int = 1
     rows: list[Row] = field(default_factory=list)
     _store: SqliteStore | None = None
 
     def value(self, name: str):
         return self.settings[name].value
+
+    def faiss_threads(self) -> int:
+        """--vq-threads, or the machine's cores shared evenly among xdist workers (never oversubscribed)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return self.value("threads") or max(1, cores // self.n_workers)
 
     # -- what is measured -------------------------------------------------------------------------------
     def dataset_spec(self) -> DatasetSpec:

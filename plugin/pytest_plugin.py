@@ -60,9 +60,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if _is_worker(config):
         run_id, worker = config.workerinput["vq_run_id"], config.workerinput["workerid"]
+        n_workers = int(config.workerinput.get("workercount", 1))
     else:
-        run_id, worker = settings["run-id"].value or new_run_id(), "main"
-    session = config.stash[SESSION_KEY] = BenchSession(settings, run_id, worker)
+        run_id, worker, n_workers = settings["run-id"].value or new_run_id(), "main", 1
+    session = config.stash[SESSION_KEY] = BenchSession(settings, run_id, worker, n_workers)
     if not _is_worker(config):
         config.pluginmanager.register(_Recorder(session), "vq-benchmark-recorder")
     if config.pluginmanager.hasplugin("xdist"):

@@ -60,7 +60,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sweep", ("VQ_SWEEP",), None, "path", "sweep TOML (default: the one shipped in vq_cases/)"),
     Setting("seed", ("VQ_SEED",), "0", "int", "seed for the training sample and codec training", minimum=0),
     Setting("train-size", ("VQ_TRAIN_SIZE",), "100000", "int", "training sample size (capped at n_base)", 1),
-    Setting("threads", ("VQ_THREADS",), "0", "int", "faiss OpenMP threads (0 = all cores)", minimum=0),
+    Setting(
+        "threads",
+        ("VQ_THREADS",),
+        "0",
+        "int",
+        "faiss OpenMP threads per process (0 = cores / xdist workers)",
+        minimum=0,
+    ),
     Setting("run-id", ("VQ_RUN_ID",), None, "str", "run id shared by all shards (default: generated)"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
