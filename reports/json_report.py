@@ -20,6 +20,7 @@ def write_json_report(path: Path, rows: Sequence[Row], meta: dict[str, Any]) -> 
     """Write `{"format_version", "meta", "rows"}` atomically; rows keep schema column order."""
     for row in rows:
         check_row(row)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     doc = {"format_version": FORMAT_VERSION, "meta": meta, "rows": list(rows)}
     atomic_write_bytes(Path(path), (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
 

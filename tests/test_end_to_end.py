@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -234,3 +235,34 @@ def test_env_selects_dataset_when_no_option(pytester: pytest.Pytester, tmp_path:
     res.stdout.fnmatch_lines(["*dataset*= dummy-small*[[]env VQ_DATASET[]]*"])
     (row,) = _rows(tmp_path / "out" / "bench.db")
     assert row["case_id"] == "dummy-small-sq8" and row["status"] == "ok"
+
+
+def test_xdist_workers_share_one_run_and_split_cores(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    res = pytester.runpytest_subprocess(
+        CASES_DIR, "--vq-dataset=dummy-small", "-n", "2", "-k", "sq", *_out_args(tmp_path)
+    )
+    assert res.ret == 0, res.stdout.str()
+    rows = _rows(tmp_path / "out" / "bench.db")
+    assert sorted(r["case_id"] for r in rows) == ["dummy-small-sq4", "dummy-small-sq8", "dummy-small-sqfp16"]
+    assert len({r["run_id"] for r in rows}) == 1
+    assert {r["worker"] for r in rows} <= {"gw0", "gw1"}
+    cores = len(os.sched_getaffinity(0))
+    assert {r["threads"] for r in rows} == {max(1, cores // 2)}
+    for r in rows:  # arrays were written under the controller's run id
+        assert r["run_id"] in r["neighbors_path"] and Path(r["neighbors_path"]).is_file()
+
+
+def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """PQ with 2^16 centroids cannot train on 2,000 points: faiss raises; the row says so, later cases run."""
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[[sweep]]\nmethod = "pq"\nM = [8]\nnbits = [16]\n\n[[sweep]]\nmethod = "sq8"\n')
+    res = pytester.runpytest_subprocess(
+        CASES_DIR, "--vq-dataset=dummy-small", f"--vq-sweep={sweep}", *_out_args(tmp_path)
+    )
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    rows = {r["case_id"]: r for r in _rows(tmp_path / "out" / "bench.db")}
+    failed = rows["dummy-small-pq-M8-nbits16"]
+    assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
+    assert failed["recall_at_10"] is None
+    assert rows["dummy-small-sq8"]["status"] == "ok"
+    res.stdout.fnmatch_lines(["*dummy-small-pq-M8-nbits16*failed*"])
