@@ -117,7 +117,10 @@ def run_case(case: Case, ds: LoadedDataset, train_x: np.ndarray, outputs: CaseOu
     dists, ids = codec.search(ds.queries, k_search)
     search_s = time.perf_counter() - t0
     row["search_s"] = search_s
-    row["qps"] = ds.n_queries / search_s if search_s > 0 else None
+    if search_s > 0:
+        row["qps"] = ds.n_queries / search_s
+    else:
+        null["qps"] = "search took less than the timer resolution"
     _recalls(row, null, ids, ds, k_search)
 
     if outputs.arrays_dir is not None:
@@ -127,6 +130,8 @@ def run_case(case: Case, ds: LoadedDataset, train_x: np.ndarray, outputs: CaseOu
         _save_array(dist_path, dists)
         row["neighbors_path"], row["distances_path"] = str(ids_path), str(dist_path)
 
+    for name in null:  # a metric that does not apply is NULL, never a number measured anyway
+        row.pop(name, None)
     if null:
         row["null_reasons_json"] = json.dumps(null, sort_keys=True)
     if notes:
