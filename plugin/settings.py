@@ -58,7 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db-path", ("DB_PATH", "VQ_DB_PATH"), "results/benchmark_runs.db", "path", "SQLite results file"),
     Setting("run-dir", ("VQ_RUN_DIR",), "results/runs", "path", "JSON reports and per-case result arrays"),
     Setting("sweep", ("VQ_SWEEP",), None, "path", "sweep TOML (default: the one shipped in vq_cases/)"),
-    Setting("seed", ("VQ_SEED",), "0", "int", "seed for the training sample and codec training", minimum=0),
+    Setting("seed", ("VQ_SEED",), "0", "int", "seed of the training sample drawn from the base", minimum=0),
     Setting("train-size", ("VQ_TRAIN_SIZE",), "100000", "int", "training sample size (capped at n_base)", 1),
     Setting(
         "threads",

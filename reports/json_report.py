@@ -17,7 +17,7 @@ FORMAT_VERSION = 1
 
 
 def write_json_report(path: Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
-    """Write `{"format_version", "meta", "rows"}` atomically; rows keep schema column order."""
+    """Write `{"format_version", "meta", "rows"}` atomically; NULL metrics are simply absent from a row."""
     for row in rows:
         check_row(row)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,11 @@ IDENTITY: tuple[Column, ...] = (
     Column("dataset", "TEXT", "dataset name"),
     Column("method", "TEXT", "quantizer method name from the sweep"),
     Column("params_json", "TEXT", "method parameters as canonical JSON"),
-    Column("factory", "TEXT", "faiss index_factory string the codec was built from"),
+    Column(
+        "factory",
+        "TEXT",
+        "faiss index_factory string of the codec; a Pad<d> prefix marks zero-padding (not factory syntax)",
+    ),
     Column("metric_type", "TEXT", "search metric: l2 or ip"),
     Column("n_base", "INTEGER", "base vectors encoded"),
     Column("n_queries", "INTEGER", "queries searched"),
@@ -83,7 +87,7 @@ ARTIFACTS: tuple[Column, ...] = (
 )
 
 PROVENANCE: tuple[Column, ...] = (
-    Column("seed", "INTEGER", "seed of the training sample and codec training"),
+    Column("seed", "INTEGER", "seed of the training sample drawn from the base"),
     Column("dataset_fingerprint", "TEXT", "content fingerprint of base + queries (+ given ground truth)"),
     Column("gt_source", "TEXT", "where the ground truth came from: a file, or computed (and cached)"),
     Column("git_commit", "TEXT", "commit of the harness checkout, if any"),
