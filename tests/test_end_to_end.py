@@ -196,15 +196,14 @@ def _npy_dataset(tmp_path: Path, gt_rows: int | None) -> Path:
     return dsfile
 
 
+def _run_toy(pytester: pytest.Pytester, tmp_path: Path, gt_rows: int, *args: str) -> pytest.RunResult:
+    dsfile = _npy_dataset(tmp_path, gt_rows=gt_rows)
+    data_args = ["--vq-dataset=toy", f"--vq-datasets-file={dsfile}", f"--vq-data-dir={tmp_path / 'data'}"]
+    return pytester.runpytest_subprocess(CASES_DIR, *data_args, *args, *_out_args(tmp_path))
+
+
 def test_ground_truth_with_wrong_shape_is_rejected(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    dsfile = _npy_dataset(tmp_path, gt_rows=39)
-    res = pytester.runpytest_subprocess(
-        CASES_DIR,
-        "--vq-dataset=toy",
-        f"--vq-datasets-file={dsfile}",
-        f"--vq-data-dir={tmp_path / 'data'}",
-        *_out_args(tmp_path),
-    )
+    res = _run_toy(pytester, tmp_path, 39)
     text = res.stdout.str() + res.stderr.str()
     assert res.ret != 0
     assert "gt_ids.npy" in text and "40" in text and "39" in text
@@ -212,16 +211,7 @@ def test_ground_truth_with_wrong_shape_is_rejected(pytester: pytest.Pytester, tm
 
 
 def test_user_npy_dataset_with_given_ground_truth(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    dsfile = _npy_dataset(tmp_path, gt_rows=40)
-    res = pytester.runpytest_subprocess(
-        CASES_DIR,
-        "--vq-dataset=toy",
-        f"--vq-datasets-file={dsfile}",
-        f"--vq-data-dir={tmp_path / 'data'}",
-        "-k",
-        "sqfp16",
-        *_out_args(tmp_path),
-    )
+    res = _run_toy(pytester, tmp_path, 40, "-k", "sqfp16")
     assert res.ret == 0, res.stdout.str()
     (row,) = _rows(tmp_path / "out" / "bench.db")
     assert row["case_id"] == "toy-sqfp16" and row["recall_at_10"] > 0.95

@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from fixtures.toml_file import read_toml
 from vq_cases.methods import MethodError, ParamValue, check_params, get_method
 
 DEFAULT_SWEEP = Path(__file__).with_name("default_sweep.toml")
@@ -44,14 +44,7 @@ def _grid_values(value: object, where: str, key: str) -> list[object]:
 
 def read_sweep(path: Path) -> list[dict[str, object]]:
     """Parse the sweep file into its raw entries; file problems are one-line MethodErrors naming the file."""
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MethodError(f"sweep file {path}: not found (set by --vq-sweep / VQ_SWEEP)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MethodError(f"sweep file {path}: unreadable ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise MethodError(f"sweep file {path}: not valid TOML ({exc})") from None
+    doc = read_toml(path, "sweep file", "--vq-sweep / VQ_SWEEP", MethodError)
     entries = doc.get("sweep")
     extra = sorted(set(doc) - {"sweep"})
     if extra or not isinstance(entries, list) or not entries:
