@@ -23,7 +23,7 @@ pytestmark = pytest.mark.smoke
 
 _HYP = settings(max_examples=60, deadline=None, database=None)
 
-CWD = Path("/work/cwd")
+CWD = Path("/srv/project")
 INI_DIR = Path("/etc/project")
 LEVELS = ("option", "env", "ini")
 INT_SETTINGS = [s for s in SETTINGS if s.kind == "int"]
