@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fixtures.registry import DatasetError, DatasetSpec, get_dataset, known_datasets
 from plugin.settings import Resolved
-from reports.json_report import write_json_report
+from reports.json_report import read_json_report, write_json_report
 from reports.schema import Row
 from reports.sqlite_store import SqliteStore
 from vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep
@@ -37,6 +37,7 @@ class BenchSession:
     n_workers: int = 1
     rows: list[Row] = field(default_factory=list)
     _store: SqliteStore | None = None
+    _json_loaded: bool = False
 
     def value(self, name: str):
         return self.settings[name].value
@@ -88,6 +89,10 @@ class BenchSession:
 
     def record(self, row: Row) -> None:
         """Persist one finished case at once: SQLite row committed, JSON report rewritten atomically."""
+        if not self._json_loaded:
+            self._json_loaded = True
+            if self.json_path.is_file():  # a resumed run id: keep the rows an earlier session recorded
+                self.rows = [dict(r) for r in read_json_report(self.json_path)["rows"]] + self.rows
         self.rows = [r for r in self.rows if r["case_id"] != row["case_id"]] + [row]
         self.open_store().write([row])
         write_json_report(self.json_path, self.rows, self.meta())

@@ -256,3 +256,15 @@ def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester,
     assert failed["recall_at_10"] is None
     assert rows["dummy-small-sq8"]["status"] == "ok"
     res.stdout.fnmatch_lines(["*dummy-small-pq-M8-nbits16*failed*"])
+
+
+def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A second session under the same run id (a resumed or split sweep) adds to the JSON report, loses nothing."""
+    for subset in ("sq8", "sq4"):
+        res = pytester.runpytest_subprocess(
+            CASES_DIR, "--vq-dataset=dummy-small", "--vq-run-id=resume-1", "-k", subset, *_out_args(tmp_path)
+        )
+        assert res.ret == 0, res.stdout.str()
+    doc = json.loads((tmp_path / "out" / "runs" / "resume-1" / "results.json").read_text())
+    assert sorted(r["case_id"] for r in doc["rows"]) == ["dummy-small-sq4", "dummy-small-sq8"]
+    assert sorted(r["case_id"] for r in _rows(tmp_path / "out" / "bench.db")) == ["dummy-small-sq4", "dummy-small-sq8"]
