@@ -12,10 +12,11 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fixtures.loading import LoadedDataset, open_dataset
 from fixtures.registry import DatasetError, DatasetSpec, get_dataset, known_datasets
 from plugin.settings import Resolved
 from reports.json_report import read_json_report, write_json_report
-from reports.schema import Row
+from reports.schema import RECALL_KS, Row
 from reports.sqlite_store import SqliteStore
 from vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep
 
@@ -38,6 +39,7 @@ class BenchSession:
     rows: list[Row] = field(default_factory=list)
     _store: SqliteStore | None = None
     _json_loaded: bool = False
+    _dataset: LoadedDataset | None = None
 
     def value(self, name: str):
         return self.settings[name].value
@@ -58,6 +60,12 @@ class BenchSession:
                 f"known: {', '.join(specs)}"
             )
         return get_dataset(name, specs)
+
+    def dataset(self) -> LoadedDataset:
+        """Open the selected dataset (vectors + ground truth) once per process; DatasetError when unusable."""
+        if self._dataset is None:
+            self._dataset = open_dataset(self.dataset_spec(), self.value("cache-dir"), gt_k=max(RECALL_KS))
+        return self._dataset
 
     def sweep_path(self) -> Path:
         return self.value("sweep") or DEFAULT_SWEEP

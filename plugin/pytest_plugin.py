@@ -99,11 +99,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Turn a sweep/dataset problem found during collection into one usage-error line (exit code 4)."""
     if USAGE_ERROR_KEY in config.stash:
         raise pytest.UsageError(config.stash[USAGE_ERROR_KEY])
-    if not _is_worker(config) and not config.option.collectonly and any(_case_of(i) for i in items):
-        try:
-            bench_session(config).open_store()
-        except StoreError as exc:
-            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before any case runs (and after -k deselection): open the database and the dataset, so a bad path or
+    a ground truth that does not fit is one usage-error line instead of a failure in the middle of a sweep."""
+    config = session.config
+    if _is_worker(config) or config.option.collectonly or not any(_case_of(i) for i in session.items):
+        return
+    bench = bench_session(config)
+    try:
+        bench.open_store()
+        bench.dataset()
+    except (StoreError, DatasetError) as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _case_of(item: pytest.Item) -> Case | None:

@@ -205,8 +205,10 @@ def _run_toy(pytester: pytest.Pytester, tmp_path: Path, gt_rows: int, *args: str
 def test_ground_truth_with_wrong_shape_is_rejected(pytester: pytest.Pytester, tmp_path: Path) -> None:
     res = _run_toy(pytester, tmp_path, 39)
     text = res.stdout.str() + res.stderr.str()
-    assert res.ret != 0
-    assert "gt_ids.npy" in text and "40" in text and "39" in text
+    errors = [line for line in res.errlines + res.outlines if line.startswith("ERROR:")]
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and "gt_ids.npy" in errors[0] and "40 rows" in errors[0] and "got 39" in errors[0]
+    assert not (tmp_path / "out" / "runs").exists()  # stopped before any case ran
     assert "Traceback" not in text
 
 
