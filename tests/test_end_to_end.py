@@ -270,3 +270,12 @@ def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp
     doc = json.loads((tmp_path / "out" / "runs" / "resume-1" / "results.json").read_text())
     assert sorted(r["case_id"] for r in doc["rows"]) == ["dummy-small-sq4", "dummy-small-sq8"]
     assert sorted(r["case_id"] for r in _rows(tmp_path / "out" / "bench.db")) == ["dummy-small-sq4", "dummy-small-sq8"]
+
+
+def test_data_error_under_xdist_fails_each_case_with_the_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    res = _run_toy(pytester, tmp_path, 39, "-n", "2", "-k", "sq")
+    text = res.stdout.str() + res.stderr.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED and "INTERNALERROR" not in text
+    rows = _rows(tmp_path / "out" / "bench.db")
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"failed"}
+    assert all("gt_ids.npy" in r["error"] and "got 39" in r["error"] for r in rows)
