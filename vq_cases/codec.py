@@ -69,7 +69,6 @@ class FaissCodec:
     def add_codes(self, codes: np.ndarray) -> None:
         """Add precomputed codes without re-encoding. A pre-transform wrapper's codes are its inner index's
         codes of the transformed vectors, so they go to the inner index and the wrapper's count is updated."""
-        n = codes.shape[0]
         target = self.index
         if isinstance(target, faiss.IndexPreTransform):
             inner = faiss.downcast_index(target.index)
@@ -77,7 +76,6 @@ class FaissCodec:
             target.ntotal = inner.ntotal
         else:
             target.add_sa_codes(codes)
-        assert self.index.ntotal >= n
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
