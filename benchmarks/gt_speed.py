@@ -16,7 +16,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from fixtures.ground_truth import exact_knn
+from vq_benchmark.fixtures.ground_truth import exact_knn
 
 
 def _best(fn: Callable[[], object], repeat: int) -> float:

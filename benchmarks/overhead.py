@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 PLAIN_SCRIPT = r"""
 import sys, time, json
 import numpy as np
-from fixtures.registry import BUILTIN
-from fixtures.loading import open_vectors
-from vq_cases.methods import METHODS
-from vq_cases.sweep import DEFAULT_SWEEP, expand_sweep
+from vq_benchmark.fixtures.registry import BUILTIN
+from vq_benchmark.fixtures.loading import open_vectors
+from vq_benchmark.vq_cases.methods import METHODS
+from vq_benchmark.vq_cases.sweep import DEFAULT_SWEEP, expand_sweep
 
 dataset, cache_dir, train_size, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 spec = BUILTIN[dataset]
@@ -50,7 +50,8 @@ for case in expand_sweep(DEFAULT_SWEEP, dataset):
 """
 
 WARM_SCRIPT = (
-    "import sys, pathlib; from fixtures.registry import BUILTIN; from fixtures.loading import open_dataset; "
+    "import sys, pathlib; from vq_benchmark.fixtures.registry import BUILTIN; "
+    "from vq_benchmark.fixtures.loading import open_dataset; "
     "open_dataset(BUILTIN[sys.argv[1]], pathlib.Path(sys.argv[2]))"
 )
 

@@ -12,13 +12,13 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fixtures.loading import LoadedDataset, open_dataset
-from fixtures.registry import DatasetError, DatasetSpec, get_dataset, known_datasets
-from plugin.settings import Resolved
-from reports.json_report import read_json_report, write_json_report
-from reports.schema import RECALL_KS, Row
-from reports.sqlite_store import SqliteStore
-from vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep
+from vq_benchmark.fixtures.loading import LoadedDataset, open_dataset
+from vq_benchmark.fixtures.registry import DatasetError, DatasetSpec, get_dataset, known_datasets
+from vq_benchmark.plugin.settings import Resolved
+from vq_benchmark.reports.json_report import read_json_report, write_json_report
+from vq_benchmark.reports.schema import RECALL_KS, Row
+from vq_benchmark.reports.sqlite_store import SqliteStore
+from vq_benchmark.vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep
 
 
 def new_run_id() -> str:

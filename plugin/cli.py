@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from fixtures.registry import DatasetError, known_datasets
-from plugin.settings import BY_NAME, SettingError, read_pyproject_ini, resolve_settings
+from vq_benchmark.fixtures.registry import DatasetError, known_datasets
+from vq_benchmark.plugin.settings import BY_NAME, SettingError, read_pyproject_ini, resolve_settings
 
 
 def _settings(args: argparse.Namespace) -> dict:

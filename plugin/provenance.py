@@ -11,7 +11,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from reports.schema import Row
+from vq_benchmark.reports.schema import Row
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
 

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.registry import DatasetError
-from fixtures.session import vq_dataset, vq_session, vq_train_sample
-from plugin.bench_session import BenchSession, new_run_id, utc_now
-from plugin.provenance import provenance
-from plugin.settings import SETTINGS, SettingError, describe, resolve_settings
-from reports.sqlite_store import StoreError
-from reports.summary import summary_table
-from vq_cases.methods import MethodError
-from vq_cases.runner import CaseOutputs, run_case
-from vq_cases.sweep import Case
+from vq_benchmark.fixtures.registry import DatasetError
+from vq_benchmark.fixtures.session import vq_dataset, vq_session, vq_train_sample
+from vq_benchmark.plugin.bench_session import BenchSession, new_run_id, utc_now
+from vq_benchmark.plugin.provenance import provenance
+from vq_benchmark.plugin.settings import SETTINGS, SettingError, describe, resolve_settings
+from vq_benchmark.reports.sqlite_store import StoreError
+from vq_benchmark.reports.summary import summary_table
+from vq_benchmark.vq_cases.methods import MethodError
+from vq_benchmark.vq_cases.runner import CaseOutputs, run_case
+from vq_benchmark.vq_cases.sweep import Case
 
 __all__ = ["vq_dataset", "vq_session", "vq_train_sample"]
 

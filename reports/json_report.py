@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.atomic import atomic_write_bytes
-from reports.schema import Row, check_row
+from vq_benchmark.reports.atomic import atomic_write_bytes
+from vq_benchmark.reports.schema import Row, check_row
 
 FORMAT_VERSION = 1
 

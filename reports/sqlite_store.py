@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from reports.schema import ALL_COLUMNS, COLUMN_NAMES, PRIMARY_KEY, Row, check_row
+from vq_benchmark.reports.schema import ALL_COLUMNS, COLUMN_NAMES, PRIMARY_KEY, Row, check_row
 
 TABLE = "results"
 

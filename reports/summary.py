@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
-from reports.schema import Row, metric
+from vq_benchmark.reports.schema import Row, metric
 
 SUMMARY_METRICS: tuple[str, ...] = ("code_bytes", "compression_ratio", "mse", "recall_at_10", "qps")
 _HEADERS = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.cli import main
+from vq_benchmark.plugin.cli import main
 
 
 @pytest.mark.smoke

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.ground_truth import exact_knn
-from reports.schema import COLUMN_NAMES
-from vq_cases.metrics import k_recall_at_k
+from vq_benchmark.fixtures.ground_truth import exact_knn
+from vq_benchmark.reports.schema import COLUMN_NAMES
+from vq_benchmark.vq_cases.metrics import k_recall_at_k
 
 REPO = Path(__file__).resolve().parent.parent
 CASES_DIR = str(REPO / "vq_cases")
@@ -97,8 +97,8 @@ def test_metric_values_are_sane(dummy_small_run: dict) -> None:
 
 def test_saved_neighbors_recompute_the_stored_recall(dummy_small_run: dict) -> None:
     """Recall recomputed from the saved ids against an independent brute-force GT equals the stored value."""
-    from fixtures.registry import BUILTIN
-    from fixtures.synthetic import make_low_rank_dataset
+    from vq_benchmark.fixtures.registry import BUILTIN
+    from vq_benchmark.fixtures.synthetic import make_low_rank_dataset
 
     p = BUILTIN["dummy-small"].synthetic
     assert p is not None

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.ground_truth import (
+from vq_benchmark.fixtures.ground_truth import (
     GroundTruthError,
     exact_knn,
     load_cached_gt,
     save_cached_gt,
     validate_ground_truth,
 )
-from reports.atomic import atomic_open, atomic_write_bytes
+from vq_benchmark.reports.atomic import atomic_open, atomic_write_bytes
 
 pytestmark = pytest.mark.smoke
 

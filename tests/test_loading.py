@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.loading import open_dataset, training_sample
-from fixtures.registry import BUILTIN, DatasetError, load_datasets_file
+from vq_benchmark.fixtures.loading import open_dataset, training_sample
+from vq_benchmark.fixtures.registry import BUILTIN, DatasetError, load_datasets_file
 
 
 def _files(tmp_path: Path, base: np.ndarray, queries: np.ndarray, extra: str = "") -> dict:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from vq_cases.metrics import MSEAccumulator, k_recall_at_k, one_recall_at_r, reconstruction_mse
+from vq_benchmark.vq_cases.metrics import MSEAccumulator, k_recall_at_k, one_recall_at_r, reconstruction_mse
 
 pytestmark = pytest.mark.smoke
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.registry import (
+from vq_benchmark.fixtures.registry import (
     BUILTIN,
     DatasetError,
     DatasetSpec,

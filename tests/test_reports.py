@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reports.atomic
-from reports.atomic import atomic_open, atomic_write_bytes
-from reports.json_report import FORMAT_VERSION, read_json_report, write_json_report
-from reports.schema import ALL_COLUMNS, COLUMN_NAMES, METRIC_NAMES, PRIMARY_KEY, check_row, metric
-from reports.sqlite_store import TABLE, SqliteStore, StoreError
-from reports.summary import SUMMARY_METRICS, summary_table
+from vq_benchmark.reports import atomic as atomic_module
+from vq_benchmark.reports.atomic import atomic_open, atomic_write_bytes
+from vq_benchmark.reports.json_report import FORMAT_VERSION, read_json_report, write_json_report
+from vq_benchmark.reports.schema import ALL_COLUMNS, COLUMN_NAMES, METRIC_NAMES, PRIMARY_KEY, check_row, metric
+from vq_benchmark.reports.sqlite_store import TABLE, SqliteStore, StoreError
+from vq_benchmark.reports.summary import SUMMARY_METRICS, summary_table
 
 pytestmark = pytest.mark.smoke
 
@@ -331,7 +331,7 @@ def test_json_failure_during_replace_leaves_old_file_and_no_temp(tmp_path: Path,
     def boom(src, dst):
         raise OSError("simulated crash before rename")
 
-    monkeypatch.setattr(reports.atomic.os, "replace", boom)
+    monkeypatch.setattr(atomic_module.os, "replace", boom)
     with pytest.raises(OSError, match="simulated crash"):
         write_json_report(path, [full_row("r", "second")], {"v": 2})
     monkeypatch.undo()

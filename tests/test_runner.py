@@ -10,12 +10,12 @@ import faiss
 import numpy as np
 import pytest
 
-from fixtures.loading import open_dataset, training_sample
-from fixtures.registry import BUILTIN
-from vq_cases import methods
-from vq_cases.metrics import k_recall_at_k, one_recall_at_r
-from vq_cases.runner import CaseOutputs, run_case
-from vq_cases.sweep import Case
+from vq_benchmark.fixtures.loading import open_dataset, training_sample
+from vq_benchmark.fixtures.registry import BUILTIN
+from vq_benchmark.vq_cases import methods
+from vq_benchmark.vq_cases.metrics import k_recall_at_k, one_recall_at_r
+from vq_benchmark.vq_cases.runner import CaseOutputs, run_case
+from vq_benchmark.vq_cases.sweep import Case
 
 
 @pytest.fixture(scope="module")

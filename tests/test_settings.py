@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugin.settings import (
+from vq_benchmark.plugin.settings import (
     BY_NAME,
     SETTINGS,
     Setting,

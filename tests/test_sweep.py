@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vq_cases.methods import METHODS, MethodError, check_params, get_method
-from vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep, read_sweep
+from vq_benchmark.vq_cases.methods import METHODS, MethodError, check_params, get_method
+from vq_benchmark.vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep, read_sweep
 
 pytestmark = pytest.mark.smoke
 

@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from fixtures.synthetic import make_low_rank_dataset
+from vq_benchmark.fixtures.synthetic import make_low_rank_dataset
 
 pytestmark = pytest.mark.smoke
 

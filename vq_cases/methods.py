@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import faiss
 
-from vq_cases.codec import FAISS_METRIC, Codec, FaissCodec
+from vq_benchmark.vq_cases.codec import FAISS_METRIC, Codec, FaissCodec
 
 ParamValue = int | str
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fixtures.loading import LoadedDataset
-from reports.atomic import atomic_open
-from reports.schema import RECALL_KS, Row
-from vq_cases.methods import METHODS
-from vq_cases.metrics import MSEAccumulator, k_recall_at_k, one_recall_at_r
-from vq_cases.sweep import Case
+from vq_benchmark.fixtures.loading import LoadedDataset
+from vq_benchmark.reports.atomic import atomic_open
+from vq_benchmark.reports.schema import RECALL_KS, Row
+from vq_benchmark.vq_cases.methods import METHODS
+from vq_benchmark.vq_cases.metrics import MSEAccumulator, k_recall_at_k, one_recall_at_r
+from vq_benchmark.vq_cases.sweep import Case
 
 ENCODE_CHUNK_ROWS = 65_536
 

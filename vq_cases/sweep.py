@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixtures.toml_file import read_toml
-from vq_cases.methods import MethodError, ParamValue, check_params, get_method
+from vq_benchmark.fixtures.toml_file import read_toml
+from vq_benchmark.vq_cases.methods import MethodError, ParamValue, check_params, get_method
 
 DEFAULT_SWEEP = Path(__file__).with_name("default_sweep.toml")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
