@@ -1,34 +1,47 @@
 """One resolver for every setting: `--vq-NAME` option > environment variable > ini key > default.
 
 The pytest plugin and the `vq-benchmark` command both resolve through `resolve_settings`, so a value means the
-same thing everywhere, and each resolved value remembers where it came from (printed in the pytest header).
-Relative paths from an option or env var are taken from the current directory; from an ini key, from the
-directory of the ini file (so a pyproject can point at `data/` next to itself).
+same thing everywhere, and each value remembers where it came from (printed in the pytest header). Every value is
+checked here, and `check_output_paths` checks that results can be written, so a bad setting is one line before the
+first case rather than a traceback an hour into a run. Relative paths from an option or env var are taken from the
+current directory; from an ini key, from the directory of the ini file (so a pyproject can point at `data/` next
+to itself). Imports stay light: the pytest plugin imports this module in every pytest session.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import tempfile
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
-Kind = Literal["str", "path", "int"]
+Kind = Literal["str", "path", "int", "name"]
+
+INT64_MAX = 2**63 - 1  # the largest SQLite INTEGER; numpy's default_rng takes any non-negative int
+C_INT_MAX = 2**31 - 1  # faiss.omp_set_num_threads takes a C int
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_MAX = 128
 
 
 class SettingError(ValueError):
-    """A setting whose value cannot be used; the message names the option and its source."""
+    """A setting whose value cannot be used; one line naming the option, the value, its source and what was expected."""
 
 
 @dataclass(frozen=True)
 class Setting:
     name: str
-    env: tuple[str, ...]
+    env: tuple[str, ...]  # in priority order: the VQ_ name first, a legacy name after it
     default: str | None
     kind: Kind
     help: str
     minimum: int | None = None
+    maximum: int | None = None
 
     @property
     def option(self) -> str:
@@ -42,6 +55,11 @@ class Setting:
     def ini(self) -> str:
         return self.dest
 
+    @property
+    def field(self) -> str:
+        """The attribute of `Settings` holding this setting."""
+        return self.name.replace("-", "_")
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", ("VQ_DATASET",), None, "str", "dataset to benchmark (see `vq-benchmark datasets`)"),
@@ -50,48 +68,140 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache-dir", ("VQ_CACHE_DIR",), ".vq-cache", "path", "where computed ground truth is cached"),
     Setting(
         "codebooks-dir",
-        ("CODEBOOKS_DIR", "VQ_CODEBOOKS_DIR"),
+        ("VQ_CODEBOOKS_DIR", "CODEBOOKS_DIR"),
         "codebooks",
         "path",
         "where trained codecs are written (faiss.write_index)",
     ),
-    Setting("db-path", ("DB_PATH", "VQ_DB_PATH"), "results/benchmark_runs.db", "path", "SQLite results file"),
+    Setting("db-path", ("VQ_DB_PATH", "DB_PATH"), "results/benchmark_runs.db", "path", "SQLite results file"),
     Setting("run-dir", ("VQ_RUN_DIR",), "results/runs", "path", "JSON reports and per-case result arrays"),
     Setting("sweep", ("VQ_SWEEP",), None, "path", "sweep TOML (default: the one shipped in vq_cases/)"),
-    Setting("seed", ("VQ_SEED",), "0", "int", "seed of the training sample drawn from the base", minimum=0),
-    Setting("train-size", ("VQ_TRAIN_SIZE",), "100000", "int", "training sample size (capped at n_base)", 1),
+    Setting("seed", ("VQ_SEED",), "0", "int", "seed of the training sample drawn from the base", 0, INT64_MAX),
+    Setting("train-size", ("VQ_TRAIN_SIZE",), "100000", "int", "training sample size (capped at n_base)", 1, INT64_MAX),
     Setting(
         "threads",
         ("VQ_THREADS",),
         "0",
         "int",
         "faiss OpenMP threads per process (0 = cores / xdist workers)",
-        minimum=0,
+        0,
+        C_INT_MAX,
     ),
-    Setting("run-id", ("VQ_RUN_ID",), None, "str", "run id shared by all shards (default: generated)"),
+    Setting("run-id", ("VQ_RUN_ID",), None, "name", "run id shared by all shards (default: generated)"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+OUTPUT_DIRS = ("run-dir", "codebooks-dir", "cache-dir")  # checked by check_output_paths, after the db-path
 
 
 @dataclass(frozen=True)
-class Resolved:
-    value: Any
-    source: str
+class Settings:
+    """Every resolved setting; the fields are the names of `SETTINGS` (a test keeps the two in step)."""
+
+    dataset: str | None
+    datasets_file: Path | None
+    data_dir: Path
+    cache_dir: Path
+    codebooks_dir: Path
+    db_path: Path
+    run_dir: Path
+    sweep: Path | None
+    seed: int
+    train_size: int
+    threads: int
+    run_id: str | None
+    sources: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+    def value(self, name: str) -> Any:
+        """A value by table name (`value("db-path")`), for code that walks `SETTINGS`."""
+        if name not in BY_NAME:
+            raise KeyError(name)
+        return getattr(self, BY_NAME[name].field)
 
 
-def _convert(setting: Setting, raw: str, source: str, base_dir: Path) -> Any:
-    if setting.kind == "path":
+def available_cores() -> int:
+    """The cores this process may run on (the affinity mask, e.g. under taskset or a container), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _show(value: object, limit: int = 200) -> str:
+    """A value as one short line: quoted when it holds control characters, cut when very long."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text if text.isprintable() else repr(text)
+
+
+def _fail(setting: Setting, problem: str, source: str) -> SettingError:
+    return SettingError(f"{setting.option}: {problem} (from {source})")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "disk full"
+    return _show(getattr(exc, "strerror", None) or exc)
+
+
+def _to_path(setting: Setting, raw: str, source: str, base: Path) -> Path:
+    if "\x00" in raw:
+        raise _fail(setting, f"{_show(raw)} contains a NUL byte", source)
+    try:
         path = Path(raw).expanduser()
-        return path if path.is_absolute() else (base_dir / path)
-    if setting.kind == "int":
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingError(f"{setting.option}: expected an integer, got {raw!r} (from {source})") from None
-        if setting.minimum is not None and value < setting.minimum:
-            raise SettingError(f"{setting.option}: expected >= {setting.minimum}, got {value} (from {source})")
-        return value
+    except (RuntimeError, KeyError, ValueError, OSError):  # pathlib raises RuntimeError for an unknown ~user
+        why = "no such user" if raw[1:].split("/", 1)[0] else "no home directory (HOME is unset)"
+        raise _fail(setting, f"cannot expand {_show(repr(raw))}: {why}", source) from None
+    return path if path.is_absolute() else base / path
+
+
+def _to_int(setting: Setting, raw: str, source: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:  # also for more digits than int() accepts
+        raise _fail(setting, f"expected an integer, got {_show(repr(raw))}", source) from None
+    if setting.minimum is not None and value < setting.minimum:
+        raise _fail(setting, f"expected >= {setting.minimum}, got {_show(value)}", source)
+    if setting.maximum is not None and value > setting.maximum:
+        raise _fail(setting, f"expected <= {setting.maximum}, got {_show(value)}", source)
+    return value
+
+
+def _to_name(setting: Setting, raw: str, source: str) -> str:
+    """A run id names a folder under --vq-run-dir, so it must never climb out of it or nest."""
+    if len(raw) > NAME_MAX or ".." in raw or not NAME_RE.fullmatch(raw):
+        expected = f"a name, not a path ([A-Za-z0-9][A-Za-z0-9_.-]*, at most {NAME_MAX} characters, no '..')"
+        raise _fail(setting, f"expected {expected}, got {_show(repr(raw))}", source)
     return raw
+
+
+def _convert(setting: Setting, raw: str, source: str, base: Path) -> Any:
+    if setting.kind == "path":
+        return _to_path(setting, raw, source, base)
+    if setting.kind == "int":
+        return _to_int(setting, raw, source)
+    return _to_name(setting, raw, source) if setting.kind == "name" else raw
+
+
+def _candidates(
+    s: Setting, options: Mapping[str, str | None], environ: Mapping[str, str], ini: Mapping[str, str]
+) -> Iterator[tuple[str, str, bool]]:
+    """The set values of one setting, best first: (raw, source, from_ini). Empty strings count as unset."""
+    if (raw := options.get(s.name)) not in (None, ""):
+        yield str(raw), f"option {s.option}", False
+    set_env = [var for var in s.env if environ.get(var) not in (None, "")]
+    for i, var in enumerate(set_env):
+        shadowed = ", ".join(set_env[i + 1 :])
+        yield environ[var], f"env {var}" + (f" (overrides {shadowed})" if shadowed else ""), False
+    if (raw := ini.get(s.name)) not in (None, ""):
+        yield str(raw), f"ini {s.ini}", True
+
+
+def _warnings(threads: int) -> tuple[str, ...]:
+    cores = available_cores()
+    if threads > cores:
+        return (f"--vq-threads {threads} exceeds the {cores} available cores: faiss will oversubscribe them",)
+    return ()
 
 
 def resolve_settings(
@@ -101,22 +211,73 @@ def resolve_settings(
     *,
     cwd: Path,
     ini_dir: Path | None = None,
-) -> dict[str, Resolved]:
-    """Resolve every setting. `options` and `ini` are keyed by setting name; empty strings count as unset."""
-    out: dict[str, Resolved] = {}
-    ini_base = ini_dir or cwd
+) -> Settings:
+    """Resolve and check every setting (`options` and `ini` keyed by setting name); raises SettingError.
+
+    Only the winning value of each setting is converted, so a broken value shadowed by a better one is harmless.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for s in SETTINGS:
-        candidates: list[tuple[str | None, str, Path]] = [(options.get(s.name), f"option {s.option}", cwd)]
-        candidates += [(environ.get(var), f"env {var}", cwd) for var in s.env]
-        candidates.append((ini.get(s.name), f"ini {s.ini}", ini_base))
-        for raw, source, base in candidates:
-            if raw not in (None, ""):
-                out[s.name] = Resolved(_convert(s, str(raw), source, base), source)
-                break
-        else:
-            value = None if s.default is None else _convert(s, s.default, "default", cwd)
-            out[s.name] = Resolved(value, "default")
-    return out
+        raw, source, from_ini = next(_candidates(s, options, environ, ini), (s.default, "default", False))
+        base = (ini_dir or cwd) if from_ini else cwd
+        values[s.field] = None if raw is None else _convert(s, raw, source, base)
+        sources[s.name] = source
+    return Settings(**values, sources=MappingProxyType(sources), warnings=_warnings(values["threads"]))
+
+
+def _in_the_way(path: Path) -> str:
+    """Why `path` cannot be a directory: the nearest existing ancestor-or-self that is not a directory."""
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            return "" if p.is_dir() else f" (a file is in the way: {_show(p)})"
+    return ""
+
+
+def _check_dir(setting: Setting, path: Path, source: str, label: str) -> None:
+    """Create `path` if needed, then prove it takes files by writing one (root ignores mode bits)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise _fail(setting, f"{label} is not a directory{_in_the_way(path)}", source) from None
+    except (OSError, ValueError) as exc:
+        raise _fail(setting, f"{label} cannot be created ({_reason(exc)})", source) from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vq-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _fail(setting, f"{label} is not writable ({_reason(exc)})", source) from None
+
+
+def _check_db_file(setting: Setting, path: Path, source: str) -> None:
+    """An existing database must be a regular file SQLite can open for writing."""
+    try:
+        exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+        if is_file:
+            with open(path, "r+b"):
+                pass
+    except (OSError, ValueError) as exc:
+        raise _fail(setting, f"{_show(path)} is not writable ({_reason(exc)})", source) from None
+    if is_dir:
+        raise _fail(setting, f"{_show(path)} is a directory, expected a database file", source)
+    if exists and not is_file:
+        raise _fail(setting, f"{_show(path)} is not a regular file", source)
+
+
+def check_output_paths(settings: Settings) -> None:
+    """Fail with one line before the first case, not after it trained, when a result could not be written.
+
+    Creates the output directories (and the database's directory) that do not exist yet.
+    """
+    db = BY_NAME["db-path"]
+    source = settings.sources[db.name]
+    _check_db_file(db, settings.db_path, source)
+    parent = settings.db_path.parent
+    _check_dir(db, parent, source, f"{_show(parent)} (directory of {_show(settings.db_path)})")
+    for name in OUTPUT_DIRS:
+        path = settings.value(name)
+        _check_dir(BY_NAME[name], path, settings.sources[name], _show(path))
 
 
 def read_pyproject_ini(directory: Path) -> tuple[dict[str, str], Path | None]:
@@ -139,12 +300,12 @@ def read_pyproject_ini(directory: Path) -> tuple[dict[str, str], Path | None]:
     return {}, None
 
 
-def describe(resolved: Mapping[str, Resolved], fmt: Callable[[Any], str] = str) -> list[str]:
-    """Lines `name = value  (source)` for the pytest header, in declaration order."""
+def describe(settings: Settings) -> list[str]:
+    """Header lines `name = value  [source]` in table order, then one `warning: ...` line per warning."""
     width = max(len(s.name) for s in SETTINGS)
     lines = []
     for s in SETTINGS:
-        r = resolved[s.name]
-        value = "(unset)" if r.value is None else fmt(r.value)
-        lines.append(f"  {s.name:<{width}} = {value}  [{r.source}]")
-    return lines
+        value = settings.value(s.name)
+        shown = "(unset)" if value is None else _show(value, limit=4096)
+        lines.append(f"  {s.name:<{width}} = {shown}  [{settings.sources[s.name]}]")
+    return lines + [f"  warning: {w}" for w in settings.warnings]

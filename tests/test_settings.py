@@ -1,19 +1,27 @@
-"""Tests for plugin.settings: precedence, path resolution, integer checks, pyproject lookup and `describe`."""
+"""Tests for plugin.settings: precedence, conversion and checks, output paths, pyproject lookup and `describe`."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import itertools
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vq_benchmark.plugin.settings as settings_module
 from vq_benchmark.plugin.settings import (
     BY_NAME,
     SETTINGS,
     Setting,
     SettingError,
+    Settings,
+    available_cores,
+    check_output_paths,
     describe,
     read_pyproject_ini,
     resolve_settings,
@@ -29,6 +37,9 @@ LEVELS = ("option", "env", "ini")
 INT_SETTINGS = [s for s in SETTINGS if s.kind == "int"]
 PATH_SETTINGS = [s for s in SETTINGS if s.kind == "path"]
 MULTI_ENV = [s for s in SETTINGS if len(s.env) > 1]
+OUTPUT_DIRS = ["run-dir", "codebooks-dir", "cache-dir"]
+NO_USER = "~nosuchuser-vq-bench/x"
+INT64_MAX = 2**63 - 1
 
 
 def _ids(s: Setting) -> str:
@@ -53,8 +64,27 @@ def expected_value(s: Setting, raw: str, base: Path) -> object:
     return raw
 
 
-def resolve(options=None, environ=None, ini=None, *, cwd: Path = CWD, ini_dir: Path | None = INI_DIR):
+def resolve(options=None, environ=None, ini=None, *, cwd: Path = CWD, ini_dir: Path | None = INI_DIR) -> Settings:
     return resolve_settings(options or {}, environ or {}, ini or {}, cwd=cwd, ini_dir=ini_dir)
+
+
+def at_level(setting: Setting, level: str, raw: str) -> tuple[dict, str]:
+    """resolve() keyword arguments that set `raw` at one level, and the source that level reports."""
+    if level == "option":
+        return {"options": {setting.name: raw}}, f"option {setting.option}"
+    if level == "env":
+        return {"environ": {setting.env[0]: raw}}, f"env {setting.env[0]}"
+    return {"ini": {setting.name: raw}}, f"ini {setting.ini}"
+
+
+def one_line_error(info: pytest.ExceptionInfo[SettingError], setting: Setting, source: str) -> str:
+    """The message, after checking the shape every SettingError must have."""
+    msg = str(info.value)
+    assert type(info.value) is SettingError
+    assert "\n" not in msg and "\r" not in msg
+    assert msg.startswith(f"{setting.option}: ")
+    assert msg.endswith(f"(from {source})")
+    return msg
 
 
 # ---------------------------------------------------------------- declarations
@@ -67,14 +97,42 @@ def test_settings_table_is_consistent():
     for s in SETTINGS:
         assert s.option == f"--vq-{s.name}"
         assert s.dest == s.ini == "vq_" + s.name.replace("-", "_")
-        assert s.env, s.name
+        assert s.env and s.env[0] == "VQ_" + s.name.replace("-", "_").upper(), s.name
         if s.kind == "int":
-            assert s.default is not None and int(s.default) >= (s.minimum or 0)
+            assert s.minimum is not None and s.maximum is not None
+            assert s.default is not None and s.minimum <= int(s.default) <= s.maximum <= INT64_MAX
 
 
-def test_secondary_env_names_are_declared_in_priority_order():
-    assert BY_NAME["codebooks-dir"].env == ("CODEBOOKS_DIR", "VQ_CODEBOOKS_DIR")
-    assert BY_NAME["db-path"].env == ("DB_PATH", "VQ_DB_PATH")
+def test_settings_fields_are_exactly_the_table():
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    assert fields == [s.name.replace("-", "_") for s in SETTINGS] + ["sources", "warnings"]
+
+
+def test_vq_env_names_come_before_legacy_names():
+    assert BY_NAME["codebooks-dir"].env == ("VQ_CODEBOOKS_DIR", "CODEBOOKS_DIR")
+    assert BY_NAME["db-path"].env == ("VQ_DB_PATH", "DB_PATH")
+    assert {s.name for s in MULTI_ENV} == {"codebooks-dir", "db-path"}
+
+
+def test_settings_are_frozen_and_sources_read_only():
+    s = resolve({"seed": "3"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 4  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.sources["seed"] = "default"  # type: ignore[index]
+    assert s.seed == 3 and s.sources["seed"] == "option --vq-seed"
+
+
+def test_value_reads_by_table_name():
+    s = resolve({"db-path": "/db/x.db", "seed": "5", "run-id": "r1"})
+    for setting in SETTINGS:
+        assert s.value(setting.name) is getattr(s, setting.name.replace("-", "_"))
+    assert s.value("db-path") == Path("/db/x.db")
+    assert s.value("seed") == 5
+    with pytest.raises(KeyError):
+        s.value("db_path")
+    with pytest.raises(KeyError):
+        s.value("sources")
 
 
 # ---------------------------------------------------------------- precedence
@@ -91,82 +149,91 @@ def test_precedence_option_env_ini_default(setting: Setting, present: tuple[str,
     environ = {setting.env[0]: raw_value(setting, "env")} if "env" in present else {}
     ini = {setting.name: raw_value(setting, "ini")} if "ini" in present else {}
 
-    r = resolve(options, environ, ini)[setting.name]
+    s = resolve(options, environ, ini)
+    value, source = s.value(setting.name), s.sources[setting.name]
 
     if "option" in present:
-        assert r.source == f"option {setting.option}"
-        assert r.value == expected_value(setting, raw_value(setting, "option"), CWD)
+        assert source == f"option {setting.option}"
+        assert value == expected_value(setting, raw_value(setting, "option"), CWD)
     elif "env" in present:
-        assert r.source == f"env {setting.env[0]}"
-        assert r.value == expected_value(setting, raw_value(setting, "env"), CWD)
+        assert source == f"env {setting.env[0]}"
+        assert value == expected_value(setting, raw_value(setting, "env"), CWD)
     elif "ini" in present:
-        assert r.source == f"ini {setting.ini}"
-        assert r.value == expected_value(setting, raw_value(setting, "ini"), INI_DIR)
+        assert source == f"ini {setting.ini}"
+        assert value == expected_value(setting, raw_value(setting, "ini"), INI_DIR)
     else:
-        assert r.source == "default"
-        assert r.value == (None if setting.default is None else expected_value(setting, setting.default, CWD))
+        assert source == "default"
+        assert value == (None if setting.default is None else expected_value(setting, setting.default, CWD))
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=_ids)
 def test_every_env_name_is_honoured(setting: Setting):
     for var in setting.env:
-        r = resolve(environ={var: raw_value(setting, "env")})[setting.name]
-        assert r.source == f"env {var}"
-        assert r.value == expected_value(setting, raw_value(setting, "env"), CWD)
+        s = resolve(environ={var: raw_value(setting, "env")})
+        assert s.sources[setting.name] == f"env {var}"
+        assert s.value(setting.name) == expected_value(setting, raw_value(setting, "env"), CWD)
 
 
 @pytest.mark.parametrize("setting", MULTI_ENV, ids=_ids)
-def test_first_listed_env_var_wins_over_second(setting: Setting):
-    first, second = setting.env
-    environ = {second: "second/path", first: "first/path"}
-    r = resolve(environ=environ)[setting.name]
-    assert (r.source, r.value) == (f"env {first}", CWD / "first/path")
-    # the second is used when the first is unset or empty, and still beats ini
-    for env in ({second: "second/path"}, {first: "", second: "second/path"}):
-        r = resolve(environ=env, ini={setting.name: "ini/path"})[setting.name]
-        assert (r.source, r.value) == (f"env {second}", CWD / "second/path")
+def test_vq_env_name_overrides_legacy_name(setting: Setting):
+    vq, legacy = setting.env
+    s = resolve(environ={legacy: "legacy/path", vq: "vq/path"})
+    assert (s.value(setting.name), s.sources[setting.name]) == (CWD / "vq/path", f"env {vq} (overrides {legacy})")
+    # the legacy name is used when the VQ_ name is unset or empty, and still beats ini
+    for env in ({legacy: "legacy/path"}, {vq: "", legacy: "legacy/path"}):
+        s = resolve(environ=env, ini={setting.name: "ini/path"})
+        assert (s.value(setting.name), s.sources[setting.name]) == (CWD / "legacy/path", f"env {legacy}")
+    # an empty legacy name overrides nothing; an option beats both names
+    assert resolve(environ={vq: "vq/path", legacy: ""}).sources[setting.name] == f"env {vq}"
+    s = resolve({setting.name: "opt/path"}, {vq: "vq/path", legacy: "legacy/path"})
+    assert (s.value(setting.name), s.sources[setting.name]) == (CWD / "opt/path", f"option {setting.option}")
 
 
-def test_named_secondary_env_vars():
-    r = resolve(environ={"VQ_CODEBOOKS_DIR": "/cb2", "CODEBOOKS_DIR": "/cb1", "VQ_DB_PATH": "/x/two.db"})
-    assert r["codebooks-dir"].value == Path("/cb1")
-    assert r["codebooks-dir"].source == "env CODEBOOKS_DIR"
-    assert r["db-path"].value == Path("/x/two.db")
-    assert r["db-path"].source == "env VQ_DB_PATH"
+def test_named_legacy_env_vars():
+    s = resolve(environ={"VQ_CODEBOOKS_DIR": "/cb2", "CODEBOOKS_DIR": "/cb1", "DB_PATH": "/x/one.db"})
+    assert s.codebooks_dir == Path("/cb2")
+    assert s.sources["codebooks-dir"] == "env VQ_CODEBOOKS_DIR (overrides CODEBOOKS_DIR)"
+    assert s.db_path == Path("/x/one.db")
+    assert s.sources["db-path"] == "env DB_PATH"
+    s = resolve(environ={"DB_PATH": "/x/one.db", "VQ_DB_PATH": "/x/two.db"})
+    assert (s.db_path, s.sources["db-path"]) == (Path("/x/two.db"), "env VQ_DB_PATH (overrides DB_PATH)")
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=_ids)
 def test_empty_strings_count_as_unset(setting: Setting):
     empty_env = dict.fromkeys(setting.env, "")
-    r = resolve({setting.name: ""}, empty_env, {setting.name: raw_value(setting, "ini")})[setting.name]
-    assert r.source == f"ini {setting.ini}"
-    r = resolve({setting.name: ""}, empty_env, {setting.name: ""})[setting.name]
-    assert r.source == "default"
-    r = resolve({setting.name: None}, {}, {})[setting.name]
-    assert r.source == "default"
+    s = resolve({setting.name: ""}, empty_env, {setting.name: raw_value(setting, "ini")})
+    assert s.sources[setting.name] == f"ini {setting.ini}"
+    assert resolve({setting.name: ""}, empty_env, {setting.name: ""}).sources[setting.name] == "default"
+    assert resolve({setting.name: None}, {}, {}).sources[setting.name] == "default"
 
 
 def test_one_setting_does_not_leak_into_others():
-    r = resolve({"seed": "7"}, {"VQ_DATASET": "dummy"}, {"data-dir": "d"})
-    assert {name for name, v in r.items() if v.source != "default"} == {"seed", "dataset", "data-dir"}
-    assert set(r) == set(BY_NAME)
+    s = resolve({"seed": "7"}, {"VQ_DATASET": "dummy"}, {"data-dir": "d"})
+    assert {name for name, source in s.sources.items() if source != "default"} == {"seed", "dataset", "data-dir"}
+    assert set(s.sources) == set(BY_NAME)
 
 
 def test_lower_precedence_values_are_not_validated_when_shadowed():
-    r = resolve({"seed": "3"}, {"VQ_SEED": "not-a-number"}, {"seed": "-5"})
-    assert r["seed"].value == 3
+    s = resolve(
+        {"seed": "3", "run-id": "ok", "threads": "1"},
+        {"VQ_SEED": "not-a-number", "VQ_RUN_ID": "../../etc", "VQ_DB_PATH": "/db/x.db", "DB_PATH": NO_USER},
+        {"seed": "-5", "db-path": NO_USER, "threads": "1e9"},
+    )
+    assert (s.seed, s.run_id, s.threads, s.db_path) == (3, "ok", 1, Path("/db/x.db"))
 
 
 def test_defaults():
-    r = resolve()
-    assert r["dataset"].value is None
-    assert r["run-id"].value is None
-    assert r["seed"].value == 0
-    assert r["train-size"].value == 100_000
-    assert r["threads"].value == 0
-    assert r["data-dir"].value == CWD / "data"
-    assert r["db-path"].value == CWD / "results/benchmark_runs.db"
-    assert all(v.source == "default" for v in r.values())
+    s = resolve()
+    assert s.dataset is None and s.run_id is None and s.sweep is None and s.datasets_file is None
+    assert (s.seed, s.train_size, s.threads) == (0, 100_000, 0)
+    assert s.data_dir == CWD / "data"
+    assert s.cache_dir == CWD / ".vq-cache"
+    assert s.codebooks_dir == CWD / "codebooks"
+    assert s.db_path == CWD / "results/benchmark_runs.db"
+    assert s.run_dir == CWD / "results/runs"
+    assert s.warnings == ()
+    assert set(s.sources.values()) == {"default"}
 
 
 # ---------------------------------------------------------------- paths
@@ -176,25 +243,21 @@ def test_defaults():
 def test_relative_paths_resolve_against_cwd_or_ini_dir(setting: Setting, tmp_path: Path):
     cwd, ini_dir = tmp_path / "cwd", tmp_path / "cfg"
     rel = "sub/dir/thing"
-    opt = resolve({setting.name: rel}, cwd=cwd, ini_dir=ini_dir)[setting.name].value
-    env = resolve(environ={setting.env[-1]: rel}, cwd=cwd, ini_dir=ini_dir)[setting.name].value
-    ini = resolve(ini={setting.name: rel}, cwd=cwd, ini_dir=ini_dir)[setting.name].value
+    opt = resolve({setting.name: rel}, cwd=cwd, ini_dir=ini_dir).value(setting.name)
+    env = resolve(environ={setting.env[-1]: rel}, cwd=cwd, ini_dir=ini_dir).value(setting.name)
+    ini = resolve(ini={setting.name: rel}, cwd=cwd, ini_dir=ini_dir).value(setting.name)
     assert opt == env == cwd / rel
     assert ini == ini_dir / rel
     # without an ini directory, ini paths fall back to cwd
-    assert resolve(ini={setting.name: rel}, cwd=cwd, ini_dir=None)[setting.name].value == cwd / rel
+    assert resolve(ini={setting.name: rel}, cwd=cwd, ini_dir=None).value(setting.name) == cwd / rel
 
 
 @pytest.mark.parametrize("setting", PATH_SETTINGS, ids=_ids)
 @pytest.mark.parametrize("level", LEVELS)
 def test_absolute_paths_stay_absolute(setting: Setting, level: str, tmp_path: Path):
     absolute = str(tmp_path / "abs" / "file")
-    kwargs = {
-        "option": {"options": {setting.name: absolute}},
-        "env": {"environ": {setting.env[0]: absolute}},
-        "ini": {"ini": {setting.name: absolute}},
-    }[level]
-    assert resolve(**kwargs)[setting.name].value == Path(absolute)
+    kwargs, _ = at_level(setting, level, absolute)
+    assert resolve(**kwargs).value(setting.name) == Path(absolute)
 
 
 @pytest.mark.parametrize("setting", PATH_SETTINGS, ids=_ids)
@@ -202,75 +265,101 @@ def test_absolute_paths_stay_absolute(setting: Setting, level: str, tmp_path: Pa
 def test_tilde_expands_to_home(setting: Setting, level: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
-    kwargs = {
-        "option": {"options": {setting.name: "~/x/y"}},
-        "env": {"environ": {setting.env[0]: "~/x/y"}},
-        "ini": {"ini": {setting.name: "~/x/y"}},
-    }[level]
-    value = resolve(**kwargs)[setting.name].value
+    kwargs, _ = at_level(setting, level, "~/x/y")
+    value = resolve(**kwargs).value(setting.name)
     assert value == home / "x" / "y"
     assert value.is_absolute()
 
 
-def test_str_settings_are_not_path_resolved():
-    r = resolve({"dataset": "sub/name", "run-id": "~abc"})
-    assert r["dataset"].value == "sub/name"
-    assert r["run-id"].value == "~abc"
+@pytest.mark.parametrize("setting", PATH_SETTINGS, ids=_ids)
+@pytest.mark.parametrize("level", LEVELS)
+def test_unknown_user_in_tilde_is_a_setting_error(setting: Setting, level: str):
+    kwargs, source = at_level(setting, level, NO_USER)
+    with pytest.raises(SettingError) as info:
+        resolve(**kwargs)
+    msg = one_line_error(info, setting, source)
+    assert f"cannot expand {NO_USER!r}: no such user" in msg
+
+
+def test_unknown_user_message_example():
+    with pytest.raises(SettingError) as info:
+        resolve(environ={"VQ_DB_PATH": "~nosuchuser/x"})
+    assert str(info.value) == "--vq-db-path: cannot expand '~nosuchuser/x': no such user (from env VQ_DB_PATH)"
+
+
+def test_nul_byte_in_a_path_is_a_setting_error():
+    with pytest.raises(SettingError) as info:
+        resolve(ini={"run-dir": "a\x00b"})
+    assert "NUL" in one_line_error(info, BY_NAME["run-dir"], "ini vq_run_dir")
+
+
+def test_dataset_is_not_path_resolved():
+    assert resolve({"dataset": "sub/name"}).dataset == "sub/name"
 
 
 @_HYP
-@given(value=st.text(min_size=1).filter(lambda v: "\x00" not in v))
-def test_str_settings_pass_through_unchanged(value: str):
-    r = resolve({"dataset": value}, {"VQ_RUN_ID": value})
-    assert r["dataset"].value == value
-    assert r["run-id"].value == value
+@given(value=st.text(min_size=1))
+def test_dataset_passes_through_unchanged(value: str):
+    assert resolve({"dataset": value}).dataset == value
+
+
+@_HYP
+@given(setting=st.sampled_from(SETTINGS), level=st.sampled_from(LEVELS), raw=st.text())
+def test_any_raw_value_resolves_or_fails_with_one_line(setting: Setting, level: str, raw: str):
+    """Whatever a user types, the result is a value or a one-line SettingError, never another exception."""
+    kwargs, source = at_level(setting, level, raw)
+    try:
+        resolve(**kwargs)
+    except SettingError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and msg.startswith(f"{setting.option}: ") and msg.endswith(f"(from {source})")
+        assert len(msg) < 600
 
 
 # ---------------------------------------------------------------- integers
 
 
-def _int_kwargs(setting: Setting, level: str, raw: str) -> tuple[dict, str]:
-    if level == "option":
-        return {"options": {setting.name: raw}}, f"option {setting.option}"
-    if level == "env":
-        return {"environ": {setting.env[0]: raw}}, f"env {setting.env[0]}"
-    return {"ini": {setting.name: raw}}, f"ini {setting.ini}"
-
-
 @pytest.mark.parametrize("setting", INT_SETTINGS, ids=_ids)
 @pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("raw", ["abc", "1.5", "0x10", "1e3", "12abc", " ", "--1"])
+@pytest.mark.parametrize("raw", ["abc", "1.5", "0x10", "1e3", "12abc", " ", "--1", "9" * 5000])
 def test_int_settings_reject_non_integers(setting: Setting, level: str, raw: str):
-    kwargs, source = _int_kwargs(setting, level, raw)
+    kwargs, source = at_level(setting, level, raw)
     with pytest.raises(SettingError) as info:
         resolve(**kwargs)
-    msg = str(info.value)
-    assert "\n" not in msg
-    assert setting.option in msg
-    assert source in msg
+    msg = one_line_error(info, setting, source)
     assert "integer" in msg
+    assert len(msg) < 400
 
 
 @pytest.mark.parametrize("setting", INT_SETTINGS, ids=_ids)
 @pytest.mark.parametrize("level", LEVELS)
-def test_int_settings_enforce_minimum(setting: Setting, level: str):
-    assert setting.minimum is not None
-    below = str(setting.minimum - 1)
-    kwargs, source = _int_kwargs(setting, level, below)
-    with pytest.raises(SettingError) as info:
-        resolve(**kwargs)
-    msg = str(info.value)
-    assert "\n" not in msg
-    assert setting.option in msg and source in msg
-    assert f">= {setting.minimum}" in msg
-    # the minimum itself is accepted
-    kwargs, source = _int_kwargs(setting, level, str(setting.minimum))
-    r = resolve(**kwargs)[setting.name]
-    assert (r.value, r.source) == (setting.minimum, source)
+def test_int_settings_enforce_bounds(setting: Setting, level: str):
+    assert setting.minimum is not None and setting.maximum is not None
+    for bad, expected in (
+        (setting.minimum - 1, f">= {setting.minimum}"),
+        (setting.maximum + 1, f"<= {setting.maximum}"),
+    ):
+        kwargs, source = at_level(setting, level, str(bad))
+        with pytest.raises(SettingError) as info:
+            resolve(**kwargs)
+        assert f"expected {expected}, got {bad}" in one_line_error(info, setting, source)
+    for good in (setting.minimum, setting.maximum):
+        kwargs, source = at_level(setting, level, str(good))
+        s = resolve(**kwargs)
+        assert (s.value(setting.name), s.sources[setting.name]) == (good, source)
 
 
-def test_seed_error_message_example():
-    with pytest.raises(SettingError, match=r"^--vq-seed: .*\(from env VQ_SEED\)$"):
+def test_int_bounds_fit_numpy_seeds_and_sqlite():
+    assert (BY_NAME["seed"].minimum, BY_NAME["seed"].maximum) == (0, INT64_MAX)
+    assert (BY_NAME["train-size"].minimum, BY_NAME["train-size"].maximum) == (1, INT64_MAX)
+    assert BY_NAME["threads"].minimum == 0 and BY_NAME["threads"].maximum <= INT64_MAX
+    assert resolve({"seed": str(INT64_MAX)}).seed == INT64_MAX
+    with pytest.raises(SettingError, match=r"^--vq-seed: expected <= 9223372036854775807, got 9223372036854775808 "):
+        resolve({"seed": str(2**63)})
+
+
+def test_int_error_message_examples():
+    with pytest.raises(SettingError, match=r"^--vq-seed: expected an integer, got 'many' \(from env VQ_SEED\)$"):
         resolve(environ={"VQ_SEED": "many"})
     with pytest.raises(SettingError, match=r"^--vq-train-size: expected >= 1, got 0 \(from option --vq-train-size\)$"):
         resolve({"train-size": "0"})
@@ -281,19 +370,25 @@ def test_setting_error_is_a_value_error():
 
 
 @_HYP
-@given(setting=st.sampled_from(INT_SETTINGS), offset=st.integers(min_value=0, max_value=10**12))
-def test_valid_ints_round_trip(setting: Setting, offset: int):
-    value = (setting.minimum or 0) + offset
-    r = resolve(environ={setting.env[0]: str(value)})[setting.name]
-    assert r.value == value
-    assert type(r.value) is int
+@given(data=st.data(), setting=st.sampled_from(INT_SETTINGS), level=st.sampled_from(LEVELS))
+def test_ints_in_range_round_trip(data: st.DataObject, setting: Setting, level: str):
+    value = data.draw(st.integers(min_value=setting.minimum, max_value=setting.maximum))
+    kwargs, source = at_level(setting, level, str(value))
+    s = resolve(**kwargs)
+    assert s.value(setting.name) == value
+    assert type(s.value(setting.name)) is int
+    assert s.sources[setting.name] == source
 
 
 @_HYP
-@given(setting=st.sampled_from(INT_SETTINGS), below=st.integers(min_value=1, max_value=10**12))
-def test_ints_below_minimum_always_rejected(setting: Setting, below: int):
-    with pytest.raises(SettingError, match=setting.option):
-        resolve({setting.name: str((setting.minimum or 0) - below)})
+@given(data=st.data(), setting=st.sampled_from(INT_SETTINGS))
+def test_ints_out_of_range_always_rejected(data: st.DataObject, setting: Setting):
+    value = data.draw(
+        st.integers(max_value=setting.minimum - 1) | st.integers(min_value=setting.maximum + 1), label="value"
+    )
+    with pytest.raises(SettingError) as info:
+        resolve({setting.name: str(value)})
+    one_line_error(info, setting, f"option {setting.option}")
 
 
 @_HYP
@@ -301,8 +396,258 @@ def test_ints_below_minimum_always_rejected(setting: Setting, below: int):
 def test_digitless_strings_are_never_integers(raw: str):
     with pytest.raises(SettingError) as info:
         resolve({"threads": raw})
-    assert "\n" not in str(info.value)
-    assert "--vq-threads" in str(info.value)
+    one_line_error(info, BY_NAME["threads"], "option --vq-threads")
+
+
+# ---------------------------------------------------------------- run id
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "../../x",
+        "/abs",
+        "a/b",
+        "a\\b",
+        "   ",
+        " x",
+        "x ",
+        "a..b",
+        "..",
+        "x/..",
+        ".hidden",
+        "-x",
+        "_x",
+        "a b",
+        "a" * 129,
+        "a\nb",
+        "caf\u00e9",
+        "~abc",
+        "a:b",
+    ],
+)
+@pytest.mark.parametrize("level", LEVELS)
+def test_run_id_must_be_a_name(raw: str, level: str):
+    setting = BY_NAME["run-id"]
+    kwargs, source = at_level(setting, level, raw)
+    with pytest.raises(SettingError) as info:
+        resolve(**kwargs)
+    assert "not a path" in one_line_error(info, setting, source)
+
+
+@pytest.mark.parametrize("raw", ["a", "1", "20240101T000000Z-abc123", "A.b_c-d", "v1.2", "a" * 128])
+def test_run_id_accepts_names(raw: str):
+    s = resolve(environ={"VQ_RUN_ID": raw})
+    assert (s.run_id, s.sources["run-id"]) == (raw, "env VQ_RUN_ID")
+
+
+@_HYP
+@given(left=st.text(max_size=20), sep=st.sampled_from(["/", ".."]), right=st.text(max_size=20))
+def test_run_id_with_slash_or_dotdot_is_rejected(left: str, sep: str, right: str):
+    with pytest.raises(SettingError, match=r"^--vq-run-id: "):
+        resolve({"run-id": left + sep + right})
+
+
+@_HYP
+@given(name=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", fullmatch=True).filter(lambda n: ".." not in n))
+def test_run_id_valid_names_are_accepted(name: str):
+    assert resolve({"run-id": name}).run_id == name
+
+
+# ---------------------------------------------------------------- threads and cores
+
+
+def test_threads_above_cores_is_a_warning(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+    s = resolve({"threads": "64"})
+    assert s.threads == 64
+    assert s.warnings == ("--vq-threads 64 exceeds the 2 available cores: faiss will oversubscribe them",)
+    assert resolve({"threads": "2"}).warnings == ()
+    assert resolve({"threads": "0"}).warnings == ()
+
+
+def test_threads_warning_uses_the_real_core_count():
+    cores = available_cores()
+    assert resolve({"threads": str(cores)}).warnings == ()
+    assert f"exceeds the {cores} available cores" in resolve({"threads": str(cores + 1)}).warnings[0]
+
+
+def test_available_cores(monkeypatch: pytest.MonkeyPatch):
+    if hasattr(os, "sched_getaffinity"):
+        assert available_cores() == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 3, 5})
+        assert available_cores() == 3
+        monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert available_cores() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert available_cores() == 1
+
+
+# ---------------------------------------------------------------- output paths
+
+
+def outputs(root: Path, **overrides: str) -> Settings:
+    """Settings whose four output locations lie under `root` unless overridden (keys: field names)."""
+    options = {
+        "db-path": str(root / "db" / "runs.db"),
+        "run-dir": str(root / "runs"),
+        "codebooks-dir": str(root / "codebooks"),
+        "cache-dir": str(root / "cache"),
+    }
+    options.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return resolve(options)
+
+
+def output_error(s: Settings, name: str) -> str:
+    with pytest.raises(SettingError) as info:
+        check_output_paths(s)
+    return one_line_error(info, BY_NAME[name], s.sources[name])
+
+
+def test_check_output_paths_creates_missing_directories(tmp_path: Path):
+    s = outputs(tmp_path / "deep" / "er")
+    check_output_paths(s)
+    for path in (s.db_path.parent, s.run_dir, s.codebooks_dir, s.cache_dir):
+        assert path.is_dir()
+        assert list(path.iterdir()) == []  # the write probe is removed
+    assert not s.db_path.exists()  # the database itself is SQLite's to create
+
+
+def test_check_output_paths_accepts_existing_database(tmp_path: Path):
+    s = outputs(tmp_path)
+    s.db_path.parent.mkdir()
+    s.db_path.write_bytes(b"SQLite format 3\x00")
+    check_output_paths(s)
+    check_output_paths(s)
+    assert s.db_path.read_bytes() == b"SQLite format 3\x00"
+
+
+@pytest.mark.parametrize("name", OUTPUT_DIRS)
+def test_output_dir_that_is_a_file(name: str, tmp_path: Path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    s = outputs(tmp_path, **{name: str(blocker)})
+    assert f"{blocker} is not a directory (a file is in the way: {blocker})" in output_error(s, name)
+
+
+@pytest.mark.parametrize("name", OUTPUT_DIRS)
+def test_output_dir_below_a_file(name: str, tmp_path: Path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    var = BY_NAME[name].env[0]
+    s = resolve_settings({}, {var: "blocker/sub/dir"}, {}, cwd=tmp_path)
+    msg = output_error(s, name)
+    assert msg == (
+        f"--vq-{name}: {blocker}/sub/dir is not a directory (a file is in the way: {blocker}) (from env {var})"
+    )
+
+
+def test_database_below_a_file(tmp_path: Path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    s = outputs(tmp_path, db_path=str(blocker / "runs.db"))
+    msg = output_error(s, "db-path")
+    assert f"{blocker} (directory of {blocker}/runs.db) is not a directory (a file is in the way: {blocker})" in msg
+
+
+def test_database_that_is_a_directory(tmp_path: Path):
+    s = outputs(tmp_path, db_path=str(tmp_path))
+    assert f"{tmp_path} is a directory, expected a database file" in output_error(s, "db-path")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_database_that_is_not_a_regular_file(tmp_path: Path):
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    s = outputs(tmp_path, db_path=str(fifo))
+    assert f"{fifo} is not a regular file" in output_error(s, "db-path")
+
+
+def test_output_dir_below_a_proc_file():
+    if not Path("/proc/version").is_file():
+        pytest.skip("needs Linux /proc")
+    s = outputs(Path(tempfile.gettempdir()), run_dir="/proc/version/x")
+    assert "/proc/version/x is not a directory (a file is in the way: /proc/version)" in output_error(s, "run-dir")
+
+
+def _sys_kernel_is_read_only() -> bool:
+    """/sys/kernel refuses new files even to root; skip where it does not exist or (oddly) accepts them."""
+    try:
+        fd, probe = tempfile.mkstemp(dir="/sys/kernel")
+    except OSError:
+        return Path("/sys/kernel").is_dir()
+    os.close(fd)
+    os.unlink(probe)
+    return False
+
+
+needs_sys = pytest.mark.skipif(not _sys_kernel_is_read_only(), reason="needs a read-only Linux /sys/kernel")
+
+
+@needs_sys
+def test_output_dir_not_writable(tmp_path: Path):
+    s = outputs(tmp_path, cache_dir="/sys/kernel")
+    msg = output_error(s, "cache-dir")
+    assert "--vq-cache-dir: /sys/kernel is not writable (" in msg
+    assert "Traceback" not in msg
+
+
+@needs_sys
+def test_output_dir_cannot_be_created(tmp_path: Path):
+    s = outputs(tmp_path, codebooks_dir="/sys/kernel/vq-bench-new/sub")
+    assert "--vq-codebooks-dir: /sys/kernel/vq-bench-new/sub cannot be created (" in output_error(s, "codebooks-dir")
+
+
+@needs_sys
+def test_database_file_not_writable(tmp_path: Path):
+    if not Path("/sys/kernel/address_bits").is_file():
+        pytest.skip("needs /sys/kernel/address_bits")
+    s = outputs(tmp_path, db_path="/sys/kernel/address_bits")
+    assert "/sys/kernel/address_bits is not writable (Permission denied)" in output_error(s, "db-path")
+
+
+@needs_sys
+def test_database_directory_not_writable(tmp_path: Path):
+    s = outputs(tmp_path, db_path="/sys/kernel/vq-bench-new.db")
+    assert "/sys/kernel (directory of /sys/kernel/vq-bench-new.db) is not writable (" in output_error(s, "db-path")
+
+
+def _raise(code: int):
+    def fail(*_args, **_kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOSPC])
+def test_any_write_failure_is_a_setting_error(code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    s = outputs(tmp_path)
+    monkeypatch.setattr(tempfile, "mkstemp", _raise(code))
+    reason = "disk full" if code == errno.ENOSPC else os.strerror(code)
+    assert f"(directory of {s.db_path}) is not writable ({reason})" in output_error(s, "db-path")
+
+
+def test_disk_full_while_creating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    s = outputs(tmp_path)
+    monkeypatch.setattr(os, "mkdir", _raise(errno.ENOSPC))
+    assert output_error(s, "db-path").endswith("cannot be created (disk full) (from option --vq-db-path)")
+
+
+def test_disk_full_opening_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    s = outputs(tmp_path)
+    s.db_path.parent.mkdir()
+    s.db_path.write_bytes(b"")
+    monkeypatch.setattr(settings_module, "open", _raise(errno.ENOSPC), raising=False)
+    assert f"{s.db_path} is not writable (disk full)" in output_error(s, "db-path")
+
+
+def test_later_output_dirs_are_checked_too(tmp_path: Path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    s = outputs(tmp_path, cache_dir=str(blocker))
+    output_error(s, "cache-dir")
+    assert s.run_dir.is_dir() and s.codebooks_dir.is_dir()
 
 
 # ---------------------------------------------------------------- pyproject
@@ -327,11 +672,11 @@ def test_read_pyproject_ini_finds_parent(tmp_path: Path):
     assert ini == {"seed": "5", "data-dir": "data", "codebooks-dir": "/abs/cb"}
     assert ini_dir == tmp_path
 
-    resolved = resolve_settings({}, {}, ini, cwd=child, ini_dir=ini_dir)
-    assert resolved["data-dir"].value == tmp_path / "data"
-    assert resolved["data-dir"].source == "ini vq_data_dir"
-    assert resolved["codebooks-dir"].value == Path("/abs/cb")
-    assert resolved["seed"].value == 5
+    s = resolve_settings({}, {}, ini, cwd=child, ini_dir=ini_dir)
+    assert s.data_dir == tmp_path / "data"
+    assert s.sources["data-dir"] == "ini vq_data_dir"
+    assert s.codebooks_dir == Path("/abs/cb")
+    assert s.seed == 5
 
 
 def test_read_pyproject_ini_prefers_nearest(tmp_path: Path):
@@ -374,23 +719,32 @@ def test_read_pyproject_ini_invalid_toml(tmp_path: Path):
 
 
 def test_describe_lists_every_setting_with_source():
-    resolved = resolve({"seed": "4"}, {"DB_PATH": "/db/x.db"}, {"data-dir": "d"})
-    lines = describe(resolved)
+    environ = {"DB_PATH": "/db/x.db", "VQ_CODEBOOKS_DIR": "/cb", "CODEBOOKS_DIR": "/old"}
+    s = resolve({"seed": "4"}, environ, {"data-dir": "d"})
+    lines = describe(s)
     assert len(lines) == len(SETTINGS)
-    for line, s in zip(lines, SETTINGS, strict=True):
-        assert line.split("=")[0].strip() == s.name
-        assert line.endswith(f"[{resolved[s.name].source}]")
-    by_name = dict(zip((s.name for s in SETTINGS), lines, strict=True))
+    for line, setting in zip(lines, SETTINGS, strict=True):
+        assert line.startswith("  ")
+        assert line.split("=")[0].strip() == setting.name
+        assert line.endswith(f"[{s.sources[setting.name]}]")
+    by_name = dict(zip((setting.name for setting in SETTINGS), lines, strict=True))
     assert "= 4  [option --vq-seed]" in by_name["seed"]
     assert "= /db/x.db  [env DB_PATH]" in by_name["db-path"]
+    assert "= /cb  [env VQ_CODEBOOKS_DIR (overrides CODEBOOKS_DIR)]" in by_name["codebooks-dir"]
     assert f"= {INI_DIR / 'd'}  [ini vq_data_dir]" in by_name["data-dir"]
     assert "= (unset)  [default]" in by_name["dataset"]
     # values line up in one column
     assert len({line.index("=") for line in lines}) == 1
 
 
-def test_describe_uses_formatter_for_set_values_only():
-    lines = describe(resolve({"seed": "9"}), fmt=lambda v: f"<{v}>")
-    by_name = dict(zip((s.name for s in SETTINGS), lines, strict=True))
-    assert "<9>" in by_name["seed"]
-    assert "(unset)" in by_name["run-id"] and "<" not in by_name["run-id"]
+def test_describe_appends_warnings(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+    lines = describe(resolve({"threads": "64"}))
+    assert len(lines) == len(SETTINGS) + 1
+    assert lines[-1] == "  warning: --vq-threads 64 exceeds the 2 available cores: faiss will oversubscribe them"
+
+
+def test_describe_keeps_each_value_on_one_line():
+    lines = describe(resolve({"dataset": "two\nlines"}))
+    assert len(lines) == len(SETTINGS)
+    assert "= 'two\\nlines'  [option --vq-dataset]" in lines[0]
