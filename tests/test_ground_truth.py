@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from vq_benchmark.fixtures.ground_truth import (
     GroundTruthError,
+    VectorValueError,
     exact_knn,
     load_cached_gt,
     save_cached_gt,
@@ -202,8 +203,33 @@ def test_exact_knn_rejects_bad_arguments() -> None:
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         exact_knn(bad, queries, 1, "l2")
+    bad_q = queries.copy()
+    bad_q[1, 0] = np.inf
+    with pytest.raises(ValueError, match="NaN"):
+        exact_knn(base, bad_q, 1, "l2")  # queries are checked too
     empty = exact_knn(base, queries[:0], 4, "l2")
     assert empty.dists.shape == empty.ids.shape == (0, 4)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "detail"),
+    [
+        (np.float32, np.nan, "row 37 holds NaN/inf (column 2: nan)"),
+        (np.float32, -np.inf, "row 37 holds NaN/inf (column 2: -inf)"),
+        (np.float32, 1e30, "values too large for float32 distances (row 37, max |x| = 1e+30)"),
+        (np.float64, 1e39, "values too large for float32 distances (row 37, max |x| = 1e+39)"),
+    ],
+)
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_exact_knn_names_the_bad_base_row(dtype: type, value: float, detail: str, metric: str) -> None:
+    """The error says which row, so open_dataset can re-raise it naming the base file without a second scan."""
+    base, queries = make_data("normal", 50, 3, 4, seed=1)
+    base = base.astype(dtype)
+    base[37, 2] = value
+    with np.errstate(over="ignore"), pytest.raises(VectorValueError) as info:
+        exact_knn(base, queries, 5, metric, chunk_rows=16)
+    assert info.value.detail == detail
+    assert str(info.value) == f"exact_knn: base {detail}"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -240,7 +266,24 @@ def _with(value: object, r: int, c: int, arr: np.ndarray) -> np.ndarray:
             _with(np.inf, 9, 0, np.zeros((10, 4))),
             "expected finite distances, got inf at row 9, column 0",
         ),
-        (GOOD_IDS, np.zeros((10, 4), dtype=bool), "expected real-valued distances, got dtype bool"),
+        (GOOD_IDS, np.zeros((10, 4), dtype=bool), "expected floating-point distances, got bool"),
+        (GOOD_IDS, np.zeros((10, 4), dtype=np.int64), "expected floating-point distances, got int64"),
+        (GOOD_IDS, np.zeros((10, 4), dtype=np.complex64), "expected floating-point distances, got complex64"),
+        (
+            GOOD_IDS,
+            _with(1e39, 3, 1, np.zeros((10, 4))),
+            "expected distances within the float32 range, got 1e+39 at row 3, column 1",
+        ),
+        (
+            np.tile(np.arange(8), (10, 1)),
+            None,
+            "expected at most 7 neighbours per query (base size), got 8 columns",
+        ),
+        (
+            _with(6, 3, 2, np.tile(np.array([0, 6, 1, 2]), (10, 1))),
+            None,
+            "expected distinct ids per row, got id 6 twice in row 3 (columns 1 and 2)",
+        ),
     ],
 )
 def test_validate_ground_truth_errors(ids: np.ndarray, dists: np.ndarray | None, expected: str) -> None:
@@ -250,6 +293,86 @@ def test_validate_ground_truth_errors(ids: np.ndarray, dists: np.ndarray | None,
     assert message == f"ground truth mydata/gt.npy: {expected}"
     assert "\n" not in message
     assert isinstance(info.value, ValueError)
+
+
+SORTED = np.tile(np.array([0.0, 1.0, 1.0, 2.5]), (10, 1))
+DISTINCT = np.tile(np.arange(4), (10, 1))
+
+
+@pytest.mark.parametrize(
+    ("dists", "metric", "expected"),
+    [
+        (_with(0.5, 6, 2, SORTED), "l2", "(ascending for metric l2), got 0.5 after 1 at row 6, column 2"),
+        (_with(3.0, 0, 0, SORTED), "l2", "(ascending for metric l2), got 1 after 3 at row 0, column 1"),
+        (SORTED, "ip", "(descending for metric ip), got 1 after 0 at row 0, column 1"),
+    ],
+)
+def test_validate_ground_truth_order(dists: np.ndarray, metric: str, expected: str) -> None:
+    with pytest.raises(GroundTruthError) as info:
+        validate_ground_truth(DISTINCT, dists, n_base=7, n_queries=10, source="i.npy", metric=metric)
+    assert str(info.value) == f"ground truth i.npy: expected distances sorted best-first {expected}"
+    validate_ground_truth(DISTINCT, dists, n_base=7, n_queries=10, source="i.npy")  # no metric: order unchecked
+
+
+def test_validate_ground_truth_names_the_distances_file() -> None:
+    with pytest.raises(GroundTruthError) as info:
+        validate_ground_truth(
+            DISTINCT, SORTED.astype(np.int32), n_base=7, n_queries=10, source="ids.npy", dists_source="d.npy"
+        )
+    assert str(info.value) == "ground truth distances d.npy: expected floating-point distances, got int32"
+    with pytest.raises(GroundTruthError, match=r"^ground truth ids\.npy: "):  # an ids problem still names the ids
+        validate_ground_truth(DISTINCT[:2], SORTED, n_base=7, n_queries=10, source="ids.npy", dists_source="d.npy")
+    with pytest.raises(ValueError, match="metric"):
+        validate_ground_truth(DISTINCT, SORTED, n_base=7, n_queries=10, source="ids.npy", metric="cosine")
+
+
+@st.composite
+def sorted_gt(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """Distinct ids per row and best-first distances with ties (a few distinct values)."""
+    nq, k = draw(st.integers(1, 8)), draw(st.integers(1, 12))
+    n = k + draw(st.integers(0, 20))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ids = np.stack([rng.permutation(n)[:k] for _ in range(nq)])
+    dists = np.sort(rng.integers(0, 4, (nq, k)).astype(np.float32) + rng.random((nq, 1), dtype=np.float32), axis=1)
+    metric = draw(st.sampled_from(["l2", "ip"]))
+    return ids, dists if metric == "l2" else dists[:, ::-1], n, metric
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=sorted_gt())
+def test_sorted_random_ground_truth_is_accepted(case: tuple) -> None:
+    ids, dists, n, metric = case
+    validate_ground_truth(ids, dists, n_base=n, n_queries=len(ids), source="g", metric=metric)
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=sorted_gt(), data=st.data())
+def test_duplicated_id_in_a_random_row_is_refused(case: tuple, data: st.DataObject) -> None:
+    ids, dists, n, metric = case
+    k = ids.shape[1]
+    if k < 2:
+        return
+    r = data.draw(st.integers(0, len(ids) - 1))
+    c0, c1 = sorted(data.draw(st.lists(st.integers(0, k - 1), min_size=2, max_size=2, unique=True)))
+    ids[r, c1] = ids[r, c0]
+    with pytest.raises(GroundTruthError) as info:
+        validate_ground_truth(ids, dists, n_base=n, n_queries=len(ids), source="g", metric=metric)
+    assert str(info.value).endswith(f"got id {ids[r, c0]} twice in row {r} (columns {c0} and {c1})")
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=sorted_gt(), data=st.data())
+def test_inverted_pair_is_refused_at_its_position(case: tuple, data: st.DataObject) -> None:
+    ids, dists, n, metric = case
+    step = np.diff(dists, axis=1)
+    strict = np.argwhere(step != 0)
+    if len(strict) == 0:
+        return
+    r, c = strict[data.draw(st.integers(0, len(strict) - 1))]
+    dists[r, [c, c + 1]] = dists[r, [c + 1, c]]
+    with pytest.raises(GroundTruthError) as info:
+        validate_ground_truth(ids, dists, n_base=n, n_queries=len(ids), source="g", metric=metric)
+    assert str(info.value).endswith(f"at row {r}, column {c + 1}")  # swapping neighbours inverts only that pair
 
 
 def test_validate_ground_truth_source_is_one_line(tmp_path: Path) -> None:
