@@ -9,13 +9,31 @@ over the target. Pure stdlib so any module can import it without pulling in nump
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 _MODES = ("wb", "w")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?P<token>[0-9a-f]{8})\.tmp$")
+_ERRNO_WORDS = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+
+
+def _temp_name(path: Path) -> Path:
+    """`.<name>.<pid>.<8 hex>.tmp`: hidden, unique, and carrying the writer's pid so a dead writer's leftovers
+    can be told apart from a live writer's file in progress (see clean_stale_temps)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
@@ -25,7 +43,7 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     shared cluster; opening with 0o666 lets the process umask decide, as for any ordinary file.
     """
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp = _temp_name(path)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -73,3 +91,68 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace `path` with `data` atomically (see atomic_open)."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def os_error_reason(exc: OSError) -> str:
+    """The cause of a failed file operation in a few plain words (disk full, permission denied, ...)."""
+    reason = _ERRNO_WORDS.get(exc.errno) if exc.errno is not None else None
+    if reason is None:
+        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    return reason.replace("\r", " ").replace("\n", " ")
+
+
+def describe_os_error(path: str | os.PathLike[str], exc: OSError) -> str:
+    """One line for a failed write: "cannot write <path>: disk full (no space left on device)" and the like.
+
+    Users act on the cause (free space, fix permissions, pick another path), so the common causes are worded
+    plainly; anything else falls back to the system's own message.
+    """
+    line = f"cannot write {os.fspath(path)}: {os_error_reason(exc)}"
+    return line.replace("\r", " ").replace("\n", " ")
+
+
+def _pid_is_dead(pid: int) -> bool:
+    """True only when this host has no process `pid`; any doubt (another user's process, odd pids) is alive."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
+
+
+def _temp_files(directory: Path, recursive: bool) -> Iterator[Path]:
+    if recursive:
+        for root, _dirs, files in os.walk(directory):
+            for name in files:
+                yield Path(root) / name
+    else:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            yield from directory.iterdir()
+
+
+def clean_stale_temps(directory: Path, *, recursive: bool = True, min_age_s: float = 0.0) -> list[Path]:
+    """Remove temp files that atomic_open left behind when its process was killed; return what was removed.
+
+    Only regular files named `.<name>.<pid>.<hex>.tmp` whose pid no longer exists on this host are removed, so a
+    live writer's temp file and any other file are never touched. A pid says nothing about other hosts: in a
+    directory that several cluster nodes write at once, pass `min_age_s` well above the longest write.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    for path in _temp_files(Path(directory), recursive):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or not _pid_is_dead(int(match["pid"])):
+            continue
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age_s:
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return sorted(removed)

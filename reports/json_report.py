@@ -1,6 +1,9 @@
-"""JSON report: the same rows as the SQLite table, one file per run (and later per shard).
+"""JSON report (`results.json`): the rows of one run in one document, written once when the session ends.
 
-The file is rewritten atomically after every case, so at any moment it holds every finished case of the run.
+During a session rows go to the append-only `results.jsonl` (reports.jsonl); rewriting this document after every
+case made recording quadratic. If a session dies before writing it, `rebuild_json_report` recreates it from the
+log. Readers get a ReportError naming the file for anything they cannot trust, including a document written by a
+newer harness whose format they do not know.
 """
 
 from __future__ import annotations
@@ -10,27 +13,73 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vq_benchmark.reports.atomic import atomic_write_bytes
+from vq_benchmark.reports.atomic import atomic_write_bytes, describe_os_error
+from vq_benchmark.reports.errors import ReportError, StoreError, one_line
+from vq_benchmark.reports.jsonl import latest_per_case, read_jsonl
 from vq_benchmark.reports.schema import Row, check_row
 
 FORMAT_VERSION = 1
+REPORT_NAME = "results.json"
+LOG_NAME = "results.jsonl"
 
 
 def write_json_report(path: Path, rows: Sequence[Row], meta: dict[str, Any]) -> None:
-    """Write `{"format_version", "meta", "rows"}` atomically; NULL metrics are simply absent from a row."""
+    """Write `{"format_version", "meta", "rows"}` atomically; NULL metrics are simply absent from a row.
+
+    A bad row or meta raises ValueError/TypeError; a failed write raises StoreError; either way an earlier file
+    at `path` is left as it was.
+    """
     for row in rows:
         check_row(row)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     doc = {"format_version": FORMAT_VERSION, "meta": meta, "rows": list(rows)}
-    atomic_write_bytes(Path(path), (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+    data = (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode()
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(path), data)
+    except OSError as exc:
+        raise StoreError(describe_os_error(path, exc)) from exc
+
+
+def rebuild_json_report(run_path: Path, meta: dict[str, Any] | None = None) -> Path:
+    """Recreate `<run_path>/results.json` from `<run_path>/results.jsonl` (last row per case wins, sorted by
+    case_id) and return its path; for a session that died before writing its report."""
+    run_path = Path(run_path)
+    rows = latest_per_case(read_jsonl(run_path / LOG_NAME))
+    if meta is None:
+        run_ids = sorted({str(r.get("run_id")) for r in rows if r.get("run_id") is not None})
+        meta = {"run_id": run_ids[0] if len(run_ids) == 1 else None, "rebuilt_from": LOG_NAME}
+    target = run_path / REPORT_NAME
+    write_json_report(target, rows, meta)
+    return target
 
 
 def read_json_report(path: Path) -> dict[str, Any]:
-    """Read a report back; a truncated or foreign file raises ValueError naming the file."""
+    """Read a report back; raises ReportError (a ValueError) naming the file when it cannot be trusted."""
+    where = f"JSON report {path}"
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"JSON report {path}: unreadable ({exc})") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-        raise ValueError(f"JSON report {path}: expected an object with a 'rows' list")
+        doc = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ReportError(f"{where}: cannot read ({one_line(exc.strerror or exc)})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ReportError(f"{where}: corrupt JSON ({one_line(exc, 120)})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or "format_version" not in doc:
+        raise ReportError(f"{where}: not a vq-benchmark report (expected format_version, meta and a rows list)")
+    version = doc["format_version"]
+    if type(version) is not int or version < 1:
+        raise ReportError(f"{where}: format_version must be a positive integer, got {version!r:.40}")
+    if version > FORMAT_VERSION:
+        raise ReportError(f"{where}: written by a newer vq-benchmark (format {version} > {FORMAT_VERSION})")
+    if not isinstance(doc.get("meta", {}), dict):
+        raise ReportError(f"{where}: meta must be an object")
+    for index, row in enumerate(doc["rows"]):
+        _check_report_row(where, index, row)
     return doc
+
+
+def _check_report_row(where: str, index: int, row: object) -> None:
+    if not isinstance(row, dict) or not isinstance(row.get("case_id"), str):
+        raise ReportError(f"{where}: rows[{index}] is not an object with a text case_id")
+    try:
+        check_row(row)
+    except (ValueError, TypeError) as exc:
+        raise ReportError(f"{where}: rows[{index}] is not a result row ({one_line(exc, 200)})") from exc
