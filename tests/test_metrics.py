@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from vq_benchmark.vq_cases.metrics import MSEAccumulator, k_recall_at_k, one_recall_at_r, reconstruction_mse
+from vq_benchmark.fixtures import ground_truth
+from vq_benchmark.vq_cases.metrics import (
+    RECALL_KS,
+    TIE_RTOL,
+    MSEAccumulator,
+    distance_recalls,
+    exact_distances,
+    k_recall_at_k,
+    k_recall_at_k_by_distance,
+    one_recall_at_r,
+    one_recall_at_r_by_distance,
+    reconstruction_mse,
+)
 
 pytestmark = pytest.mark.smoke
 
@@ -391,3 +404,306 @@ def test_accumulator_errors():
         acc.add(np.zeros((2, 4)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="shape mismatch"):
         reconstruction_mse(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+# ---------------------------------------------------------------- recall by exact distance (the row's columns)
+
+
+def ref_exact_dist(base, query, i, metric):
+    """One exact distance, summed with math.fsum over the float32 values the index sees."""
+    x = [float(v) for v in np.asarray(base[i]).astype(np.float32)]
+    y = [float(v) for v in np.asarray(query).astype(np.float32)]
+    if metric == "l2":
+        return math.fsum((a - b) ** 2 for a, b in zip(x, y, strict=True))
+    return math.fsum(a * b for a, b in zip(x, y, strict=True))
+
+
+def ref_recalls_by_distance(base, queries, res, gt, metric, k, rtol=TIE_RTOL):
+    """(k-recall@k, 1-recall@k) by exact distance, the definition written out per query with Python sets."""
+
+    def good(i, j, t):
+        if j < 0:
+            return False
+        d, tol = ref_exact_dist(base, queries[i], j, metric), rtol * max(1.0, abs(t))
+        return d <= t + tol if metric == "l2" else d >= t - tol
+
+    total_k = total_one = 0.0
+    for i in range(res.shape[0]):
+        tk = ref_exact_dist(base, queries[i], int(gt[i, k - 1]), metric)
+        t1 = ref_exact_dist(base, queries[i], int(gt[i, 0]), metric)
+        total_k += len({int(j) for j in res[i, :k] if good(i, int(j), tk)}) / k
+        total_one += any(good(i, int(j), t1) for j in res[i, :k])
+    return total_k / res.shape[0], total_one / res.shape[0]
+
+
+def ref_knn(base, queries, k, metric):
+    """Ground truth by a plain Python loop: sort every id by (distance, id)."""
+    out = np.empty((len(queries), k), dtype=np.int64)
+    sign = 1.0 if metric == "l2" else -1.0
+    for i, q in enumerate(queries):
+        order = sorted(range(len(base)), key=lambda j: (sign * ref_exact_dist(base, q, j, metric), j))
+        out[i] = order[:k]
+    return out
+
+
+def brute_force_reversed_ties(base, queries, k, metric):
+    """numpy brute force in float64 breaking ties by the LARGER id (the GT breaks them by the smaller)."""
+    x = base.astype(np.float32).astype(np.float64)[None, :, :]
+    q = queries.astype(np.float32).astype(np.float64)[:, None, :]
+    key = ((q - x) ** 2).sum(axis=2) if metric == "l2" else -(q * x).sum(axis=2)
+    neg_ids = np.broadcast_to(-np.arange(x.shape[1]), key.shape)
+    return np.lexsort((neg_ids, key), axis=1)[:, :k].astype(np.int64)
+
+
+def faiss_flat(base, queries, k, metric):
+    faiss = pytest.importorskip("faiss")
+    index = faiss.IndexFlatL2(base.shape[1]) if metric == "l2" else faiss.IndexFlatIP(base.shape[1])
+    index.add(np.ascontiguousarray(base, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
+
+
+def test_recall_depths_live_with_the_metrics():
+    assert RECALL_KS == (1, 10, 100) and TIE_RTOL == 1e-6
+
+
+@_HYP
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_distinct=st.integers(1, 6),
+    n=st.integers(100, 240),
+    d=st.integers(1, 6),
+    metric=st.sampled_from(["l2", "ip"]),
+    grid=st.booleans(),
+)
+def test_exact_search_scores_one_on_data_full_of_duplicates(seed, n_distinct, n, d, metric, grid):
+    rng = np.random.default_rng(seed)
+    # Integer grid: float32 is exact, so faiss's |q|^2 - 2q.x + |x|^2 ties exactly too (and distinct vectors
+    # tie with each other). Continuous values: only the float64 brute force (copies get equal distances).
+    distinct = rng.integers(-3, 4, size=(n_distinct, d)) if grid else rng.standard_normal((n_distinct, d))
+    base = rng.permutation(np.resize(distinct.astype(np.float32), (n, d)))
+    fresh = rng.integers(-3, 4, size=(6, d)) if grid else rng.standard_normal((6, d))
+    queries = np.vstack([fresh.astype(np.float32), base[rng.integers(0, n, size=4)]])  # copies: distance 0
+    gt_ids = ground_truth.exact_knn(base, queries, 100, metric)[1]
+    searches = [brute_force_reversed_ties(base, queries, 100, metric)]
+    if grid:
+        searches.append(faiss_flat(base, queries, 100, metric))
+    for res in searches:
+        assert set(distance_recalls(base, queries, res, gt_ids, metric).values()) == {1.0}
+        # The roles are symmetric: any exact search serves as ground truth for any other.
+        assert set(distance_recalls(base, queries, gt_ids, res, metric).values()) == {1.0}
+
+
+def test_id_rule_fails_a_lossless_search_on_duplicates_but_distance_rule_does_not():
+    rng = np.random.default_rng(0)
+    base = rng.permutation(np.repeat(rng.standard_normal((10, 8)).astype(np.float32), 30, axis=0))
+    queries = rng.standard_normal((40, 8)).astype(np.float32)
+    gt_dists, gt_ids = ground_truth.exact_knn(base, queries, 100, "l2")
+    res = brute_force_reversed_ties(base, queries, 100, "l2")
+    assert k_recall_at_k(res, gt_ids, gt_dists, 100) < 1.0
+    assert one_recall_at_r(res, gt_ids, 1) == 0.0  # the GT holds the smallest copy, the search the largest
+    assert set(distance_recalls(base, queries, res, gt_ids, "l2").values()) == {1.0}
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("seed", range(3))
+def test_distance_recall_equals_id_recall_without_ties(seed, metric):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((300, 6)).astype(np.float32)
+    queries = rng.standard_normal((15, 6)).astype(np.float32)
+    gt = ref_knn(base, queries, 101, metric)
+    sign = 1.0 if metric == "l2" else -1.0
+    for i, q in enumerate(queries):  # no tie at any scored depth, or the two rules may rightly differ
+        d = [sign * ref_exact_dist(base, q, int(j), metric) for j in gt[i]]
+        assert all(d[k] - d[k - 1] > 2 * TIE_RTOL * max(1.0, abs(d[k - 1])) for k in RECALL_KS)
+    gt = gt[:, :100]
+    # An approximate search: the neighbours of perturbed queries, with some results missing.
+    res = ref_knn(base, queries + 0.3 * rng.standard_normal(queries.shape).astype(np.float32), 100, metric)
+    res[rng.random(res.shape) < 0.05] = -1
+    got = distance_recalls(base, queries, res, gt, metric)
+    for k in RECALL_KS:
+        ref_k, ref_one = ref_recalls_by_distance(base, queries, res, gt, metric, k)
+        assert got[f"recall_at_{k}"] == pytest.approx(k_recall_at_k(res, gt, None, k), abs=1e-12)
+        assert got[f"recall_at_{k}"] == pytest.approx(ref_k, abs=1e-12)
+        assert got[f"one_recall_at_{k}"] == pytest.approx(one_recall_at_r(res, gt, k), abs=1e-12)
+        assert got[f"one_recall_at_{k}"] == pytest.approx(ref_one, abs=1e-12)
+    assert 0.0 < got["recall_at_10"] < 1.0 and 0.0 < got["one_recall_at_1"] < 1.0
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_wrong_neighbours_score_below_one(metric):
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((500, 8)).astype(np.float32)
+    queries = rng.standard_normal((30, 8)).astype(np.float32)
+    gt = ground_truth.exact_knn(base, queries, 100, metric)[1]
+    pq = faiss.IndexPQ(8, 2, 4, faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+    pq.train(base)
+    pq.add(base)
+    got = distance_recalls(base, queries, pq.search(queries, 100)[1], gt, metric)
+    assert all(0.0 < v <= 1.0 for v in got.values())
+    assert got["recall_at_1"] < 1.0 and got["recall_at_10"] < 1.0 and got["one_recall_at_1"] < 1.0
+    farthest = brute_force_reversed_ties(base, queries, 500, metric)[:, -100:]  # the 100 worst
+    assert set(distance_recalls(base, queries, farthest, gt, metric).values()) == {0.0}
+
+
+def test_wrong_copy_group_on_duplicates_scores_zero_at_one():
+    # Every result is an exact copy of *some* base vector, but of the second-nearest group: no credit.
+    base = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]], dtype=np.float32), 40, axis=0)
+    queries = np.array([[0.1, 0.0]], dtype=np.float32)
+    gt = ground_truth.exact_knn(base, queries, 100, "l2")[1]
+    second = np.arange(40, 50)[None, :]
+    assert (
+        k_recall_at_k_by_distance(
+            second, exact_distances(base, queries, second, "l2"), exact_distances(base, queries, gt, "l2"), 1, "l2"
+        )
+        == 0.0
+    )
+    assert distance_recalls(base, queries, np.arange(39, -1, -1)[None, :], gt, "l2", ks=(1, 10, 40), rs=(1,)) == {
+        "recall_at_1": 1.0,
+        "recall_at_10": 1.0,
+        "recall_at_40": 1.0,
+        "one_recall_at_1": 1.0,
+    }
+
+
+def test_minus_one_and_repeated_ids_never_inflate():
+    base = np.ones((50, 4), dtype=np.float32)  # every vector ties with every other
+    queries = np.zeros((4, 4), dtype=np.float32)
+    gt = np.tile(np.arange(10), (4, 1))
+    res = np.array([[7] * 10, [-1] * 10, [7, -1, 7, 3, -1, 3, 7, 7, 7, 7], [*range(20, 29), 20]])
+    got = distance_recalls(base, queries, res, gt, "l2", ks=(1, 10), rs=(1, 10))
+    assert got["recall_at_10"] == pytest.approx((1 + 0 + 2 + 9) / 10 / 4)
+    assert got["recall_at_1"] == pytest.approx(3 / 4)
+    assert got["one_recall_at_1"] == pytest.approx(3 / 4) and got["one_recall_at_10"] == pytest.approx(3 / 4)
+    # The -1 entries get NaN distances; even a (bogus) perfect distance next to a -1 id is not credited.
+    d = exact_distances(base, queries, res, "l2")
+    assert np.isnan(d[1]).all() and np.isnan(d[2, [1, 4]]).all() and (d[0] == 4.0).all()
+    zeros = np.zeros(res.shape)
+    assert k_recall_at_k_by_distance(res[1:2], zeros[1:2], zeros[1:2], 10, "l2") == 0.0
+    assert one_recall_at_r_by_distance(res[1:2], zeros[1:2], zeros[1:2, 0], 10, "ip") == 0.0
+
+
+@_HYP
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    nq=st.integers(1, 8),
+    k=st.integers(1, 6),
+    extra=st.integers(0, 3),
+    n=st.integers(1, 20),
+    d=st.integers(1, 4),
+    metric=st.sampled_from(["l2", "ip"]),
+    grid=st.booleans(),
+)
+def test_recall_by_distance_in_unit_interval_and_matches_reference(seed, nq, k, extra, n, d, metric, grid):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-2, 3, size=(n, d)) if grid else rng.standard_normal((n, d))
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    res = random_ids(rng, nq, k + extra, n, p_missing=0.2)
+    gt = rng.integers(0, n, size=(nq, k))  # any ids at all, not necessarily a true ground truth
+    got = distance_recalls(base, queries, res, gt, metric, ks=(k,), rs=(k,))
+    ref_k, ref_one = ref_recalls_by_distance(base, queries, res, gt, metric, k)
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in got.values())
+    assert got[f"recall_at_{k}"] == pytest.approx(ref_k, abs=1e-12)
+    assert got[f"one_recall_at_{k}"] == pytest.approx(ref_one, abs=1e-12)
+
+
+_ANY_FLOAT = st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-7, 3.5, -2.0, 1e30, -1e30, np.inf, -np.inf, np.nan])
+
+
+@_HYP
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    values=st.lists(_ANY_FLOAT, min_size=72, max_size=72),
+    metric=st.sampled_from(["l2", "ip"]),
+    rtol=st.sampled_from([0.0, TIE_RTOL, 0.5]),
+)
+def test_recall_by_distance_in_unit_interval_for_any_distances(seed, shape, values, metric, rtol):
+    rng = np.random.default_rng(seed)
+    nq, k = shape
+    vals = np.array(values).reshape(2, 6, 6)[:, :nq, :k]
+    res = random_ids(rng, nq, k, 4, p_missing=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN and inf never raise or warn
+        for kk in range(1, k + 1):
+            a = k_recall_at_k_by_distance(res, vals[0], vals[1], kk, metric, rtol=rtol)
+            b = one_recall_at_r_by_distance(res, vals[0], vals[1], kk, metric, rtol=rtol)
+            assert isinstance(a, float) and isinstance(b, float) and 0.0 <= a <= 1.0 and 0.0 <= b <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("metric", "t", "d", "tied"),
+    [
+        ("l2", 2.0**20, 2.0**20 + 1.0, True),  # tol = 1e-6 * 2^20 ~ 1.05: relative to the distance
+        ("l2", 2.0**20, 2.0**20 + 2.0, False),
+        ("l2", 2.0**20, 0.0, True),  # closer than t is always fine
+        ("l2", 1e-3, 1e-3 + 5e-7, True),  # near zero the tolerance is floored at 1e-6 (absolute)
+        ("l2", 1e-3, 1e-3 + 2e-6, False),
+        ("ip", 2.0**20, 2.0**20 - 1.0, True),  # larger is better for inner products
+        ("ip", 2.0**20, 2.0**20 - 2.0, False),
+        ("ip", -(2.0**20), -(2.0**20) - 1.0, True),  # |t| scales the tolerance for negative t too
+        ("ip", -(2.0**20), -(2.0**20) - 2.0, False),
+        ("ip", 0.5, 7.0, True),
+    ],
+)
+def test_tie_tolerance_is_relative_with_floor(metric, t, d, tied):
+    ids = np.array([[3]])
+    expected = 1.0 if tied else 0.0
+    assert k_recall_at_k_by_distance(ids, np.array([[d]]), np.array([[t]]), 1, metric) == expected
+    assert one_recall_at_r_by_distance(ids, np.array([[d]]), np.array([t]), 1, metric) == expected
+
+
+def test_exact_distances_match_loop_on_readonly_uint8_memmap(tmp_path):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "base.npy", rng.integers(0, 256, size=(40, 5), dtype=np.uint8))
+    base = np.load(tmp_path / "base.npy", mmap_mode="r", allow_pickle=False)
+    queries = rng.uniform(0, 255, size=(7, 5)).astype(np.float32)
+    ids = random_ids(rng, 7, 9, 40, p_missing=0.2)
+    for metric in ("l2", "ip"):
+        want = np.array([[ref_exact_dist(base, queries[i], j, metric) if j >= 0 else np.nan for j in row]
+                         for i, row in enumerate(ids)])  # fmt: skip
+        for block in (1, 3, None):
+            got = exact_distances(base, queries, ids, metric, block=block)
+            assert got.dtype == np.float64 and got.shape == ids.shape
+            np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+
+
+def test_exact_distances_cast_to_float32_first_and_keep_near_duplicates_tiny():
+    base64 = np.array([[1.0 + 1e-10, 0.0]])  # float32 sees 1.0
+    assert exact_distances(base64, np.array([[1.0, 0.0]], dtype=np.float32), np.array([[0]]), "l2")[0, 0] == 0.0
+    # Far from the origin a norm expansion in float32 loses everything; differences keep the tiny distance.
+    x = np.full((1, 64), 3000.0, dtype=np.float32)
+    near = x.copy()
+    near[0, 0] = np.nextafter(np.float32(3000.0), np.float32(4000.0))
+    step = float(near[0, 0]) - 3000.0
+    got = exact_distances(np.vstack([x, near]), x, np.array([[0, 1]]), "l2")
+    assert got[0, 0] == 0.0 and got[0, 1] == step**2
+
+
+def test_exact_distances_value_errors():
+    base, q = np.zeros((5, 3)), np.zeros((2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="metric"):
+        exact_distances(base, q, np.zeros((2, 1), dtype=np.int64), "cos")
+    with pytest.raises(ValueError, match=r"ids must lie in \[-1, 5\)"):
+        exact_distances(base, q, np.array([[0], [5]]), "l2")
+    with pytest.raises(ValueError, match=r"ids must lie"):
+        exact_distances(base, q, np.array([[-2], [0]]), "l2")
+    with pytest.raises(ValueError, match="integers"):
+        exact_distances(base, q, np.zeros((2, 1)), "l2")
+    with pytest.raises(ValueError, match="row count"):
+        exact_distances(base, q, np.zeros((3, 1), dtype=np.int64), "l2")
+    with pytest.raises(ValueError, match="dimension"):
+        exact_distances(base, np.zeros((2, 4)), np.zeros((2, 1), dtype=np.int64), "l2")
+    with pytest.raises(ValueError, match="block"):
+        exact_distances(base, q, np.zeros((2, 1), dtype=np.int64), "l2", block=0)
+    ids, dists = np.zeros((2, 3), dtype=np.int64), np.zeros((2, 3))
+    with pytest.raises(ValueError, match="result_dists shape"):
+        k_recall_at_k_by_distance(ids, dists[:, :2], dists, 1, "l2")
+    with pytest.raises(ValueError, match="ground-truth columns"):
+        k_recall_at_k_by_distance(ids, dists, dists[:, :1], 2, "l2")
+    with pytest.raises(ValueError, match="result columns"):
+        one_recall_at_r_by_distance(ids, dists, dists, 4, "l2")
+    with pytest.raises(ValueError, match="ground-truth columns"):
+        distance_recalls(base, q, ids, ids[:, :2], "l2", ks=(3,), rs=())
+    with pytest.raises(ValueError, match="result columns"):
+        distance_recalls(base, q, ids, ids, "l2", ks=(1,), rs=(4,))

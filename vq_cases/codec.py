@@ -13,6 +13,8 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from vq_benchmark.reports.atomic import atomic_write_bytes
+
 FAISS_METRIC = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
 
 
@@ -33,6 +35,8 @@ class Codec(Protocol):
     def add_codes(self, codes: np.ndarray) -> None: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def serialize(self) -> bytes: ...
 
     def save(self, path: Path) -> None: ...
 
@@ -61,10 +65,14 @@ class FaissCodec:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return self.index.sa_decode(codes)
 
+    def serialize(self) -> bytes:
+        """The index as faiss's own file format (never pickle); take it before codes are added for codebooks only."""
+        return faiss.serialize_index(self.index).tobytes()
+
     def save(self, path: Path) -> None:
-        """Write the trained codec before any codes are added (the codebooks, not the database)."""
+        """Write the index atomically: a full disk or a crash never leaves a truncated file at ``path``."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(path))
+        atomic_write_bytes(path, self.serialize())
 
     def add_codes(self, codes: np.ndarray) -> None:
         """Add precomputed codes without re-encoding. A pre-transform wrapper's codes are its inner index's

@@ -1,14 +1,14 @@
-"""Run one case end to end: build, train, encode (+ distortion), search, score. No pytest in here.
+"""Run one case end to end and turn it into a row: the phases (vq_cases/phases.py), artifacts, NULL reasons.
 
-Data flows one way: dataset + training sample -> codec -> codes -> search -> metrics -> row fields. The base is
-encoded in chunks so a memory-mapped base much larger than RAM is streamed, and reconstruction error is
-accumulated on the same pass (decode time is not counted in `encode_s`).
+Data flows one way: dataset + training sample -> codec -> codes -> search -> metrics -> row fields. No pytest in
+here. Files are written atomically, and the codec file name carries a key of everything that shaped training, so
+runs with another seed, sample size or faiss version never overwrite each other's codebooks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,21 +16,70 @@ import faiss
 import numpy as np
 
 from vq_benchmark.fixtures.loading import LoadedDataset
-from vq_benchmark.reports.atomic import atomic_open
-from vq_benchmark.reports.schema import RECALL_KS, Row
-from vq_benchmark.vq_cases.methods import METHODS
-from vq_benchmark.vq_cases.metrics import MSEAccumulator, k_recall_at_k, one_recall_at_r
+from vq_benchmark.reports.atomic import atomic_open, atomic_write_bytes
+from vq_benchmark.reports.schema import Row
+from vq_benchmark.vq_cases.metrics import RECALL_KS
+from vq_benchmark.vq_cases.phases import (
+    ENCODE_CHUNK_ROWS,
+    Encoded,
+    Searched,
+    Trained,
+    encode_phase,
+    recall_depths,
+    score,
+    search_phase,
+    train_phase,
+)
 from vq_benchmark.vq_cases.sweep import Case
 
-ENCODE_CHUNK_ROWS = 65_536
+__all__ = [
+    "ENCODE_CHUNK_ROWS",
+    "CaseOutputs",
+    "Encoded",
+    "Searched",
+    "Trained",
+    "build_row",
+    "codec_file_key",
+    "codec_file_path",
+    "encode_phase",
+    "run_case",
+    "score",
+    "search_phase",
+    "train_phase",
+    "write_artifacts",
+]
+
+CODEC_SUFFIX = ".faissindex"
 
 
 @dataclass(frozen=True)
 class CaseOutputs:
-    """Where a case writes what it produces besides its row (None: do not write)."""
+    """Where a case writes what it produces besides its row (None: do not write).
+
+    The codec goes to ``codebooks_dir / <dataset fingerprint> / <case_id>-<key>.faissindex``.
+    """
 
     arrays_dir: Path | None
-    codec_path: Path | None
+    codebooks_dir: Path | None
+
+
+def codec_file_key(
+    dataset_fingerprint: str,
+    method: str,
+    params_json: str,
+    n_train: int,
+    seed: int,
+    faiss_version: str = faiss.__version__,
+) -> str:
+    """12 hex digits (BLAKE2b) of everything that shapes a trained codec, so different trainings get different
+    files. JSON keeps the fields apart ("a","bc" never hashes like "ab","c")."""
+    fields = [dataset_fingerprint, method, params_json, int(n_train), int(seed), faiss_version]
+    return hashlib.blake2b(json.dumps(fields).encode(), digest_size=6).hexdigest()
+
+
+def codec_file_path(codebooks_dir: Path, dataset_fingerprint: str, case_id: str, key: str) -> Path:
+    """Where the trained codec of a case is stored."""
+    return Path(codebooks_dir) / dataset_fingerprint / f"{case_id}-{key}{CODEC_SUFFIX}"
 
 
 def _save_array(path: Path, arr: np.ndarray) -> None:
@@ -39,101 +88,97 @@ def _save_array(path: Path, arr: np.ndarray) -> None:
         np.save(f, arr, allow_pickle=False)
 
 
-def _recalls(row: Row, null: dict[str, str], ids: np.ndarray, ds: LoadedDataset, k_search: int) -> None:
-    for k in RECALL_KS:
-        name, one = f"recall_at_{k}", f"one_recall_at_{k}"
-        if k > ds.gt_k:
-            null[name] = f"ground truth holds {ds.gt_k} neighbours per query, fewer than k={k}"
-        else:
-            row[name] = k_recall_at_k(ids, ds.gt_ids, ds.gt_dists, k)
-        if k > k_search:
-            null[one] = f"only {k_search} results per query (n_base={ds.n_base})"
-        else:
-            row[one] = one_recall_at_r(ids, ds.gt_ids, k)
+def write_artifacts(trained: Trained, searched: Searched, ds: LoadedDataset, outputs: CaseOutputs, *, seed: int) -> Row:
+    """Write the result arrays and the trained, empty codec (all atomically); returns their path columns."""
+    case = trained.case
+    paths: Row = {}
+    if outputs.arrays_dir is not None:
+        ids_path = outputs.arrays_dir / f"{case.case_id}.ids.npy"
+        dist_path = outputs.arrays_dir / f"{case.case_id}.dist.npy"
+        _save_array(ids_path, searched.ids)
+        _save_array(dist_path, searched.dists)
+        paths["neighbors_path"], paths["distances_path"] = str(ids_path), str(dist_path)
+    if outputs.codebooks_dir is not None:
+        key = codec_file_key(ds.fingerprint, case.method, case.params_json, trained.n_train, seed)
+        path = codec_file_path(outputs.codebooks_dir, ds.fingerprint, case.case_id, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, trained.blob)
+        paths["codec_path"] = str(path)
+    return paths
 
 
-def run_case(case: Case, ds: LoadedDataset, train_x: np.ndarray, outputs: CaseOutputs) -> Row:
-    """Measure one case; returns the case's identity, metric and artifact fields (provenance is added later)."""
-    method = METHODS[case.method]
-    params = dict(case.params)
-    built = method.build(params, ds.dim, ds.spec.metric)
-    codec = built.codec
-    notes = list(built.notes)
-    null: dict[str, str] = dict(method.null_metrics)
-    if ds.gt_dists is None:
-        notes.append("ground truth has no distances: ties at the k-th neighbour are not credited")
-    if method.min_train is not None and train_x.shape[0] < method.min_train(params):
-        notes.append(f"training sample {train_x.shape[0]} < {method.min_train(params)} recommended by faiss")
+def _plain(value: object) -> object:
+    """numpy scalars break xdist's report serializer: rows hold int/float/str/None only."""
+    if isinstance(value, np.bool_ | np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
 
+
+def build_row(
+    trained: Trained,
+    encoded: Encoded,
+    searched: Searched,
+    scores: dict[str, float],
+    ds: LoadedDataset,
+    *,
+    seed: int,
+    artifacts: Row | None = None,
+) -> Row:
+    """Identity, metric and artifact fields of one case (provenance is added by the caller).
+
+    Metrics the method declares NULL, or that cannot be measured, are left out and explained in
+    null_reasons_json. Non-finite values (e.g. an inf MSE) are kept: the reports layer stores them as NULL.
+    """
+    case = trained.case
+    _, _, null = recall_depths(searched.k, ds)
+    null.update(trained.null)
     row: Row = {
         "case_id": case.case_id,
         "dataset": ds.spec.name,
         "method": case.method,
         "params_json": case.params_json,
-        "factory": codec.description,
+        "factory": trained.codec.description,
         "metric_type": ds.spec.metric,
         "n_base": ds.n_base,
         "n_queries": ds.n_queries,
         "dim": ds.dim,
-        "n_train": int(train_x.shape[0]),
-        "threads": int(faiss.omp_get_max_threads()),
+        "n_train": trained.n_train,
+        "seed": seed,
+        "threads": searched.threads,
+        "train_s": trained.train_s,
+        "encode_s": encoded.encode_s,
+        "code_bytes": encoded.code_bytes,
+        "compression_ratio": ds.dim * 4 / encoded.code_bytes,
+        "search_s": searched.search_s,
+        "qps": searched.qps,
+        **scores,
+        **(artifacts or {}),
     }
-
-    t0 = time.perf_counter()
-    codec.train(train_x)
-    row["train_s"] = time.perf_counter() - t0
-    if outputs.codec_path is not None:
-        codec.save(outputs.codec_path)
-        row["codec_path"] = str(outputs.codec_path)
-
-    code_bytes = codec.code_bytes
-    codes = np.empty((ds.n_base, code_bytes), dtype=np.uint8)
-    acc = MSEAccumulator()
-    encode_s = 0.0
-    for start in range(0, ds.n_base, ENCODE_CHUNK_ROWS):
-        x = np.ascontiguousarray(ds.base[start : start + ENCODE_CHUNK_ROWS], dtype=np.float32)
-        t0 = time.perf_counter()
-        chunk_codes = codec.encode(x)
-        encode_s += time.perf_counter() - t0
-        codes[start : start + x.shape[0]] = chunk_codes
-        if "mse" not in null:
-            acc.add(x, codec.decode(chunk_codes))
-    row["encode_s"] = encode_s
-    codec.add_codes(codes)
-    del codes
-
-    row["code_bytes"] = code_bytes
-    row["compression_ratio"] = ds.dim * 4 / code_bytes
-    if "mse" not in null:
-        row["mse"] = acc.mse
-        row["relative_mse"] = acc.relative_mse
-        if acc.relative_mse is None:
-            null["relative_mse"] = "mean squared norm of the base is 0"
-    else:
+    if "mse" in null:
         null.setdefault("relative_mse", null["mse"])
-
-    k_search = min(max(RECALL_KS), ds.n_base)
-    t0 = time.perf_counter()
-    dists, ids = codec.search(ds.queries, k_search)
-    search_s = time.perf_counter() - t0
-    row["search_s"] = search_s
-    if search_s > 0:
-        row["qps"] = ds.n_queries / search_s
     else:
-        null["qps"] = "search took less than the timer resolution"
-    _recalls(row, null, ids, ds, k_search)
-
-    if outputs.arrays_dir is not None:
-        ids_path = outputs.arrays_dir / f"{case.case_id}.ids.npy"
-        dist_path = outputs.arrays_dir / f"{case.case_id}.dist.npy"
-        _save_array(ids_path, ids)
-        _save_array(dist_path, dists)
-        row["neighbors_path"], row["distances_path"] = str(ids_path), str(dist_path)
-
+        row["mse"], row["relative_mse"] = encoded.mse, encoded.relative_mse
+        if encoded.relative_mse is None:
+            null.setdefault("relative_mse", "mean squared norm of the base is 0")
+    if searched.qps is None:
+        null.setdefault("qps", "search took less than the timer resolution")
     for name in null:  # a metric that does not apply is NULL, never a number measured anyway
         row.pop(name, None)
     if null:
         row["null_reasons_json"] = json.dumps(null, sort_keys=True)
-    if notes:
-        row["notes"] = "; ".join(notes)
-    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
+    if trained.notes:
+        row["notes"] = "; ".join(trained.notes)
+    return {k: _plain(v) for k, v in row.items() if v is not None}
+
+
+def run_case(case: Case, ds: LoadedDataset, train_x: np.ndarray, outputs: CaseOutputs, *, seed: int = 0) -> Row:
+    """Measure one case: train, encode, search, score, write artifacts; ``seed`` is the training sample's seed
+    (it keys the codec file and is recorded in the row)."""
+    trained = train_phase(case, ds, train_x)
+    encoded = encode_phase(trained, ds)
+    searched = search_phase(trained, ds, min(max(RECALL_KS), ds.n_base))
+    scores = score(searched, ds)
+    artifacts = write_artifacts(trained, searched, ds, outputs, seed=seed)
+    return build_row(trained, encoded, searched, scores, ds, seed=seed, artifacts=artifacts)
