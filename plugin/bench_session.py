@@ -1,119 +1,241 @@
-"""State of one benchmark session: resolved settings, run id, the case list, and where rows go.
+"""State of one activated benchmark session: settings, run id, the case list, rows and where they go.
 
 The pytest hooks in `plugin.pytest_plugin` only call into this object, so the same logic is usable (and tested)
-without a pytest run.
+without a pytest run. Importing this module imports faiss: the plugin does it only once a case is collected.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import secrets
-from dataclasses import dataclass, field
+import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-from vq_benchmark.fixtures.loading import LoadedDataset, open_dataset
-from vq_benchmark.fixtures.registry import DatasetError, DatasetSpec, get_dataset, known_datasets
-from vq_benchmark.plugin.settings import Resolved
-from vq_benchmark.reports.json_report import read_json_report, write_json_report
-from vq_benchmark.reports.schema import RECALL_KS, Row
-from vq_benchmark.reports.sqlite_store import SqliteStore
+import faiss
+import pytest
+
+from vq_benchmark.fixtures.loading import LoadedDataset
+from vq_benchmark.fixtures.registry import DatasetError
+from vq_benchmark.fixtures.session import DatasetPool
+from vq_benchmark.plugin.provenance import provenance
+from vq_benchmark.plugin.recording import RunFiles
+from vq_benchmark.plugin.run_id import utc_now
+from vq_benchmark.plugin.settings import SettingError, Settings, available_cores, check_output_paths, describe
+from vq_benchmark.reports.atomic import clean_stale_temps
+from vq_benchmark.reports.errors import ReportError
+from vq_benchmark.reports.rows import make_row
+from vq_benchmark.reports.schema import Row
+from vq_benchmark.reports.sqlite_store import StoreError
+from vq_benchmark.reports.summary import summary_table
+from vq_benchmark.vq_cases.methods import MethodError
+from vq_benchmark.vq_cases.metrics import RECALL_KS
+from vq_benchmark.vq_cases.runner import CaseOutputs, run_case
 from vq_benchmark.vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep
 
-
-def new_run_id() -> str:
-    """Sortable and unique enough across a cluster: UTC time plus 6 random hex digits."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+WATCHDOG_PERIOD_S = 1.0
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-@dataclass
 class BenchSession:
-    settings: dict[str, Resolved]
-    run_id: str
-    worker: str = "main"
-    n_workers: int = 1
-    rows: list[Row] = field(default_factory=list)
-    _store: SqliteStore | None = None
-    _json_loaded: bool = False
-    _dataset: LoadedDataset | None = None
+    """One process's view of a run: a plain session, an xdist controller, or an xdist worker."""
 
-    def value(self, name: str):
-        return self.settings[name].value
+    usage_errors: tuple[type[Exception], ...] = (DatasetError, MethodError, SettingError, StoreError, ReportError)
 
-    def faiss_threads(self) -> int:
-        """--vq-threads, or the machine's cores shared evenly among xdist workers (never oversubscribed)."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return self.value("threads") or max(1, cores // self.n_workers)
+    def __init__(self, settings: Settings, run_id: str, worker: str = "main", n_workers: int = 1) -> None:
+        self.settings, self.run_id, self.worker, self.n_workers = settings, run_id, worker, n_workers
+        self.pool = DatasetPool(settings.datasets_file, settings.data_dir, settings.cache_dir, gt_k=max(RECALL_KS))
+        self.files = RunFiles(settings.db_path, self.run_path)
+        self._cases: list[Case] | None = None
+        self._worker_exits: dict[str, str] = {}
+        self._finish_problem: str | None = None
+        faiss.omp_set_num_threads(self.faiss_threads())
 
     # -- what is measured -------------------------------------------------------------------------------
-    def dataset_spec(self) -> DatasetSpec:
-        """The selected dataset; raises DatasetError (a usage error) when unset or unknown."""
-        specs = known_datasets(self.value("datasets-file"), self.value("data-dir"))
-        name = self.value("dataset")
-        if not name:
-            raise DatasetError(
-                "no dataset selected: pass --vq-dataset NAME (or set VQ_DATASET / ini vq_dataset); "
-                f"known: {', '.join(specs)}"
-            )
-        return get_dataset(name, specs)
-
-    def dataset(self) -> LoadedDataset:
-        """Open the selected dataset (vectors + ground truth) once per process; DatasetError when unusable."""
-        if self._dataset is None:
-            self._dataset = open_dataset(self.dataset_spec(), self.value("cache-dir"), gt_k=max(RECALL_KS))
-        return self._dataset
-
-    def sweep_path(self) -> Path:
-        return self.value("sweep") or DEFAULT_SWEEP
+    def faiss_threads(self) -> int:
+        """--vq-threads, or the machine's cores shared evenly among xdist workers (never oversubscribed)."""
+        return self.settings.threads or max(1, available_cores() // self.n_workers)
 
     def cases(self) -> list[Case]:
-        return expand_sweep(self.sweep_path(), self.dataset_spec().name)
+        """The sweep expanded for the selected dataset (reads the sweep and datasets files, never vectors)."""
+        if self._cases is None:
+            spec = self.pool.spec(self.settings.dataset)
+            self._cases = expand_sweep(self.settings.sweep or DEFAULT_SWEEP, spec.name)
+        return self._cases
 
-    # -- where results go --------------------------------------------------------------------------------
+    def case(self, case_id: str) -> Case | None:
+        return next((c for c in self.cases() if c.case_id == case_id), None)
+
+    def run(self, case: Case, ds: LoadedDataset, train_x) -> dict[str, Any]:
+        outputs = CaseOutputs(arrays_dir=self.run_path / "arrays", codebooks_dir=self.settings.codebooks_dir)
+        return run_case(case, ds, train_x, outputs, seed=self.settings.seed)
+
+    def dataset_context(self, ds: LoadedDataset) -> dict[str, Any]:
+        return {"dataset_fingerprint": ds.fingerprint, "gt_source": ds.gt_source}
+
+    # -- before the first case --------------------------------------------------------------------------
     @property
     def run_path(self) -> Path:
-        return Path(self.value("run-dir")) / self.run_id
+        return self.settings.run_dir / self.run_id
 
-    @property
-    def json_path(self) -> Path:
-        return self.run_path / "results.json"
+    def prepare(self, *, keep_dataset: bool = True) -> None:
+        """Check every output path, clear temp files of killed runs, open the database and the run's files,
+        and open the dataset: each problem raises one of `usage_errors` before any case runs. An xdist
+        controller runs no case, so it validates the dataset (and caches its ground truth for the workers)
+        without keeping it open."""
+        check_output_paths(self.settings)
+        for directory in (self.settings.run_dir, self.settings.codebooks_dir, self.settings.cache_dir):
+            clean_stale_temps(directory)
+        self.files.open()
+        ds = self.pool.open(self.settings.dataset)
+        if not keep_dataset:
+            self.pool.release(ds.spec.name)
 
-    @property
-    def arrays_dir(self) -> Path:
-        return self.run_path / "arrays"
+    def header_lines(self) -> list[str]:
+        omp = os.environ.get("OMP_WAIT_POLICY", "(unset)")
+        return [
+            f"vq-benchmark run {self.run_id}; settings (option > env > ini > default):",
+            *describe(self.settings),
+            f"  faiss threads per process = {self.faiss_threads()}; OMP_WAIT_POLICY = {omp}",
+        ]
 
-    def codec_path(self, dataset_fingerprint: str, case_id: str) -> Path:
-        return Path(self.value("codebooks-dir")) / dataset_fingerprint / f"{case_id}.faissindex"
-
-    def open_store(self) -> SqliteStore:
-        """Open (and create) the database now, so a bad --vq-db-path fails before any case runs."""
-        if self._store is None:
-            self._store = SqliteStore(Path(self.value("db-path")))
-        return self._store
-
-    def record(self, row: Row) -> None:
-        """Persist one finished case at once: SQLite row committed, JSON report rewritten atomically."""
-        if not self._json_loaded:
-            self._json_loaded = True
-            if self.json_path.is_file():  # a resumed run id: keep the rows an earlier session recorded
-                self.rows = [dict(r) for r in read_json_report(self.json_path)["rows"]] + self.rows
-        self.rows = [r for r in self.rows if r["case_id"] != row["case_id"]] + [row]
-        self.open_store().write([row])
-        write_json_report(self.json_path, self.rows, self.meta())
-
-    def meta(self) -> dict[str, object]:
+    # -- rows ---------------------------------------------------------------------------------------------
+    def _context(self, extra: dict[str, Any] | None) -> dict[str, Any]:
         return {
+            **provenance(),
             "run_id": self.run_id,
-            "settings": {k: (None if r.value is None else str(r.value)) for k, r in self.settings.items()},
-            "sources": {k: r.source for k, r in self.settings.items()},
-            "db_path": str(self.value("db-path")),
+            "worker": self.worker,
+            "created_at": utc_now(),
+            "seed": self.settings.seed,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            **(extra or {}),
         }
 
+    def row_from_report(
+        self,
+        case: Case,
+        report: pytest.TestReport,
+        excinfo: pytest.ExceptionInfo | None,
+        *,
+        measured: dict[str, Any] | None,
+        context: dict[str, Any] | None,
+    ) -> Row:
+        """The case's row for the phase that decided its status; never raises (a hook must not)."""
+        if report.passed:
+            status, error = "ok", None
+        elif report.skipped:
+            longrepr = report.longrepr
+            status, error = "skipped", str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+        else:
+            status, error = "failed", error_text(excinfo)
+        try:
+            return make_row(
+                identity=case_identity(case),
+                status=status,
+                measured=measured,
+                error=error,
+                context=self._context(context),
+            )
+        except Exception as exc:  # a measurement make_row cannot hold: keep the case, say why
+            return make_row(
+                identity=case_identity(case),
+                status="failed",
+                error=f"row could not be built: {type(exc).__name__}: {exc}",
+                context=self._context(context),
+            )
+
+    def note_worker_down(self, node: Any) -> None:
+        """Remember how a crashed xdist worker ended (its signal), for the row of the case it was running."""
+        self._worker_exits[str(node.gateway.id)] = _exit_description(node)
+
+    def crash_row(self, case_id: str, report: pytest.TestReport) -> Row | None:
+        case = self.case(case_id)
+        if case is None:
+            return None
+        node = getattr(report, "node", None)
+        gateway = str(getattr(getattr(node, "gateway", None), "id", "?"))
+        how = self._worker_exits.get(gateway, "exit status unknown")
+        return make_row(
+            identity=case_identity(case),
+            status="failed",
+            error=f"worker crashed: xdist worker {gateway} died while running this case ({how})",
+            context=self._context({"worker": gateway}),
+        )
+
+    def record(self, row: Row) -> str | None:
+        """Persist one finished case at once; the text of a recording failure, or None."""
+        return self.files.write(row)
+
+    # -- after the last case ------------------------------------------------------------------------------
+    def finish(self) -> None:
+        meta = {
+            "run_id": self.run_id,
+            "settings": {k: (None if v is None else str(v)) for k, v in self._setting_values().items()},
+            "sources": dict(self.settings.sources),
+            "db_path": str(self.settings.db_path),
+        }
+        self._finish_problem = self.files.finish(meta)
+
+    def _setting_values(self) -> dict[str, Any]:
+        return {name: self.settings.value(name) for name in self.settings.sources}
+
+    @property
+    def summary_title(self) -> str:
+        return f"vq-benchmark results (run {self.run_id})"
+
+    def summary_lines(self) -> list[str]:
+        rows = list(self.files.rows.values())
+        if not rows:
+            return []
+        lines = [summary_table(rows)]
+        lines.append(f"SQLite: {self.settings.db_path}  (table results, run_id='{self.run_id}')")
+        lines.append(f"JSONL:  {self.files.jsonl_path}")
+        lines.append(f"JSON:   {self.files.json_path}")
+        if self._finish_problem:
+            lines.append(f"JSON report not written: {self._finish_problem}")
+        return lines
+
+    def start_worker_watchdog(self) -> None:
+        """xdist workers outlive a killed controller (their case keeps running); exit once orphaned."""
+        parent = os.getppid()
+
+        def watch() -> None:
+            while True:
+                time.sleep(WATCHDOG_PERIOD_S)
+                if os.getppid() != parent:
+                    os._exit(70)
+
+        threading.Thread(target=watch, name="vq-benchmark-orphan-watchdog", daemon=True).start()
+
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        self.files.close()
+
+
+def case_identity(case: Case) -> dict[str, Any]:
+    return {"case_id": case.case_id, "dataset": case.dataset, "method": case.method, "params_json": case.params_json}
+
+
+def error_text(excinfo: pytest.ExceptionInfo | None) -> str:
+    """One line: an assertion's own message ("mse is not finite: inf"), else "Type: first line"."""
+    if excinfo is None:
+        return "failed"
+    exc = excinfo.value
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if isinstance(exc, AssertionError | pytest.fail.Exception):
+        return first or "assertion failed"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _exit_description(node: Any) -> str:
+    """'killed by SIGKILL' / 'exit code 3' for an execnet popen worker; best effort, never raises."""
+    try:
+        code = node.gateway._io.popen.wait(timeout=5)
+    except Exception:
+        return "exit status unknown"
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

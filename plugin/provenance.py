@@ -37,10 +37,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _harness_commit() -> str | None:
+    """HEAD of the harness's own checkout; None for an installed wheel (even one inside another repository)."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != HARNESS_DIR:
+        return None
+    return _git("rev-parse", "HEAD")
+
+
 @functools.cache
 def provenance() -> Row:
     """Provenance columns of every row written by this process (git fields are None outside a checkout)."""
-    commit = _git("rev-parse", "HEAD")
+    commit = _harness_commit()
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
         "git_commit": commit,

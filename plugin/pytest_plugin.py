@@ -1,36 +1,34 @@
-"""pytest wiring only: options, header, case generation, row capture and the summary table.
+"""pytest wiring only, registered through the `pytest11` entry point of every environment vq-benchmark is in.
 
-Registered through the `pytest11` entry point. Each hook delegates to `BenchSession`; rows travel on test
-reports (`report.vq_row`), so under xdist they reach the controller as each case ends and survive a later
-worker crash. Only the controller (or a plain session) writes files.
+So it stays dormant: options are declared (cheap), but nothing is resolved, validated, imported (faiss, numpy)
+or printed until a vq-benchmark case is collected - in a plain session when the `vq_case` fixture is
+parametrized, on an xdist controller when a worker reports collected case ids. Then the hooks delegate to a
+`BenchSession`. Rows travel on test reports (`report.vq_row`), so under xdist they reach the controller as
+each case ends and survive a later worker crash; only the controller (or a plain session) writes files.
 """
 
 from __future__ import annotations
 
 import os
-import traceback
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vq_benchmark.fixtures.registry import DatasetError
-from vq_benchmark.fixtures.session import vq_dataset, vq_session, vq_train_sample
-from vq_benchmark.plugin.bench_session import BenchSession, new_run_id, utc_now
-from vq_benchmark.plugin.provenance import provenance
-from vq_benchmark.plugin.settings import SETTINGS, SettingError, describe, resolve_settings
-from vq_benchmark.reports.sqlite_store import StoreError
-from vq_benchmark.reports.summary import summary_table
-from vq_benchmark.vq_cases.methods import MethodError
-from vq_benchmark.vq_cases.runner import CaseOutputs, run_case
-from vq_benchmark.vq_cases.sweep import Case
+from vq_benchmark.plugin.run_id import new_run_id
+from vq_benchmark.plugin.settings import SETTINGS, SettingError, Settings, resolve_settings
 
-__all__ = ["vq_dataset", "vq_session", "vq_train_sample"]
+if TYPE_CHECKING:
+    from vq_benchmark.plugin.bench_session import BenchSession
+    from vq_benchmark.vq_cases.sweep import Case
 
-SESSION_KEY = pytest.StashKey[BenchSession]()
-USAGE_ERROR_KEY = pytest.StashKey[str]()
-ROW_KEY = pytest.StashKey[dict]()
 CASE_FIXTURE = "vq_case"
-USAGE_ERRORS = (DatasetError, MethodError)  # what reading the case list can raise
+MEASURED_KEY = pytest.StashKey[dict]()
+CONTEXT_KEY = pytest.StashKey[dict]()
+WORKER_USAGE_MARK = "vq-benchmark usage error: "
+# How an xdist controller, which collects nothing itself, recognises the shipped case module in workers' ids.
+_CASE_NODEID = re.compile(r"(^|/)test_cases\.py::test_case\[(?P<case>[^\]]*)\]$")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,77 +40,107 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(s.ini, f"{s.help} (same as {s.option})", default="")
 
 
-def bench_session(config: pytest.Config) -> BenchSession:
-    return config.stash[SESSION_KEY]
+class _State:
+    """Per-config plugin state. `bench` stays None - nothing imported, nothing printed - until activation."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.bench: BenchSession | None = None
+        self.usage_error: str | None = None
+        self.controller_checked = False
+        self._provisional_run_id: str | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def provisional_run_id(self) -> str:
+        """The run id a controller hands its workers before it knows whether any case will be collected."""
+        if self._provisional_run_id is None:
+            self._provisional_run_id = new_run_id()
+        return self._provisional_run_id
+
+    def resolve(self) -> Settings:
+        c = self.config
+        options = {s.name: c.getoption(s.dest) for s in SETTINGS}
+        ini = {s.name: str(c.getini(s.ini) or "") for s in SETTINGS}
+        ini_dir = Path(c.inipath).parent if c.inipath else None
+        return resolve_settings(options, os.environ, ini, cwd=Path(c.invocation_params.dir), ini_dir=ini_dir)
+
+    def activate(self) -> BenchSession:
+        """Resolve settings and build the session (SettingError on a bad setting). Idempotent."""
+        if self.bench is not None:
+            return self.bench
+        settings = self.resolve()
+        # faiss's OpenMP threads spin-wait by default, which on a busy machine cost 4x; the policy is read when
+        # the OpenMP runtime loads, so it is set before the first faiss import (a user's own value wins).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from vq_benchmark.plugin.bench_session import BenchSession
+
+        if self.is_worker:
+            winput = self.config.workerinput  # type: ignore[attr-defined]
+            run_id = settings.run_id or winput["vq_run_id"]
+            self.bench = BenchSession(settings, run_id, winput["workerid"], int(winput.get("workercount", 1)))
+            self.bench.start_worker_watchdog()
+        else:
+            self.bench = BenchSession(settings, settings.run_id or self.provisional_run_id())
+        return self.bench
 
 
-def _is_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
+STATE_KEY = pytest.StashKey[_State]()
+
+
+def _state(config: pytest.Config) -> _State:
+    return config.stash[STATE_KEY]
+
+
+def _usage_message(state: _State, exc: Exception) -> str | None:
+    """The one-line message of a problem the user caused (bad setting, sweep, dataset, path), else None."""
+    if isinstance(exc, SettingError) or (state.bench is not None and isinstance(exc, state.bench.usage_errors)):
+        return str(exc)
+    return None
+
+
+def _usage(state: _State, action) -> Any:
+    """Run `action`; a usage problem it raises becomes pytest.UsageError (exit code 4, one line)."""
+    try:
+        return action()
+    except Exception as exc:
+        message = _usage_message(state, exc)
+        if message is None:
+            raise
+        raise pytest.UsageError(message) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    options = {s.name: config.getoption(s.dest) for s in SETTINGS}
-    ini = {s.name: str(config.getini(s.ini) or "") for s in SETTINGS}
-    ini_dir = Path(config.inipath).parent if config.inipath else None
-    try:
-        settings = resolve_settings(options, os.environ, ini, cwd=Path(config.invocation_params.dir), ini_dir=ini_dir)
-    except SettingError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    if _is_worker(config):
-        run_id, worker = config.workerinput["vq_run_id"], config.workerinput["workerid"]
-        n_workers = int(config.workerinput.get("workercount", 1))
-    else:
-        run_id, worker, n_workers = settings["run-id"].value or new_run_id(), "main", 1
-    session = config.stash[SESSION_KEY] = BenchSession(settings, run_id, worker, n_workers)
-    if not _is_worker(config):
-        config.pluginmanager.register(_Recorder(session), "vq-benchmark-recorder")
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistHooks(), "vq-benchmark-xdist")
-
-
-class _XdistHooks:
-    """Hands the controller's run id to every worker so that arrays and rows agree on one run."""
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node) -> None:
-        node.workerinput["vq_run_id"] = bench_session(node.config).run_id
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    session = bench_session(config)
-    return [f"vq-benchmark run {session.run_id}; settings (option > env > ini > default):", *describe(session.settings)]
+    state = config.stash[STATE_KEY] = _State(config)
+    if not state.is_worker:
+        config.pluginmanager.register(_Recorder(state), "vq-benchmark-recorder")
+    if config.pluginmanager.hasplugin("xdist") and not state.is_worker:
+        config.pluginmanager.register(_XdistController(state), "vq-benchmark-xdist")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if CASE_FIXTURE not in metafunc.fixturenames:
         return
-    config = metafunc.config
+    state = _state(metafunc.config)
+    cases: list[Case] = []
     try:
-        cases = bench_session(config).cases()
-    except USAGE_ERRORS as exc:
-        config.stash[USAGE_ERROR_KEY] = str(exc)
-        cases = []
+        cases = state.activate().cases()
+    except Exception as exc:
+        state.usage_error = _usage_message(state, exc)
+        if state.usage_error is None:
+            raise
+    if state.usage_error and state.is_worker:  # a failed collect report reaches the controller: it exits 4
+        pytest.fail(WORKER_USAGE_MARK + state.usage_error, pytrace=False)
     metafunc.parametrize(CASE_FIXTURE, cases, ids=[c.case_id for c in cases])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Turn a sweep/dataset problem found during collection into one usage-error line (exit code 4)."""
-    if USAGE_ERROR_KEY in config.stash:
-        raise pytest.UsageError(config.stash[USAGE_ERROR_KEY])
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Before any case runs (and after -k deselection): open the database and the dataset, so a bad path or
-    a ground truth that does not fit is one usage-error line instead of a failure in the middle of a sweep."""
-    config = session.config
-    if _is_worker(config) or config.option.collectonly or not any(_case_of(i) for i in session.items):
-        return
-    bench = bench_session(config)
-    try:
-        bench.open_store()
-        bench.dataset()
-    except (StoreError, DatasetError) as exc:
-        raise pytest.UsageError(str(exc)) from None
+    """A settings/sweep/dataset-name problem found during collection is one usage-error line (exit code 4)."""
+    state = _state(config)
+    if state.usage_error and not state.is_worker:
+        raise pytest.UsageError(state.usage_error)
 
 
 def _case_of(item: pytest.Item) -> Case | None:
@@ -120,82 +148,147 @@ def _case_of(item: pytest.Item) -> Case | None:
     return callspec.params.get(CASE_FIXTURE) if callspec is not None else None
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before any case runs (after -k deselection): check every output path, open the database and the
+    dataset, so a bad path or bad data is one usage-error line instead of a failure in the middle of a sweep."""
+    config = session.config
+    state = _state(config)
+    if state.bench is None or state.is_worker or config.option.collectonly:
+        return
+    if any(_case_of(i) for i in session.items):
+        _usage(state, lambda: state.bench.prepare())  # type: ignore[union-attr]
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    state = _state(config)
+    if state.bench is None or state.is_worker or not any(_case_of(i) for i in items):
+        return []
+    return state.bench.header_lines()
+
+
+class _XdistController:
+    """Controller side of xdist: one run id for all workers; activation and checks when cases are collected."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["vq_run_id"] = self.state.provisional_run_id()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        state = self.state
+        if state.controller_checked or not any(_CASE_NODEID.search(i) for i in ids):
+            return
+        state.controller_checked = True
+        bench = _usage(state, state.activate)
+        _usage(state, bench.cases)
+        _usage(state, lambda: bench.prepare(keep_dataset=False))
+        reporter = self.state.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            for line in bench.header_lines():
+                reporter.write_line(line)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A worker's usage error arrives as a failed collect report: end the session with its one line."""
+        text = str(report.longrepr) if report.failed else ""
+        if text.startswith(WORKER_USAGE_MARK):
+            raise pytest.UsageError(text[len(WORKER_USAGE_MARK) :].strip())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if self.state.bench is not None and error is not None:
+            self.state.bench.note_worker_down(node)
+
+
+@pytest.fixture(scope="session")
+def vq_session(request: pytest.FixtureRequest) -> BenchSession:
+    """The benchmark session of this process (activated when the first case was collected)."""
+    state = _state(request.config)
+    return _usage(state, state.activate)
+
+
+@pytest.fixture(scope="session")
+def vq_settings(vq_session: BenchSession) -> Settings:
+    """The resolved, typed settings (option > env > ini > default)."""
+    return vq_session.settings
+
+
+@pytest.fixture(scope="session")
+def vq_dataset_pool(vq_session: BenchSession):
+    """Opens each dataset once per process; the session fixtures in `fixtures/session.py` draw from it."""
+    return vq_session.pool
+
+
 @pytest.fixture
 def vq_run_case(request: pytest.FixtureRequest, vq_session: BenchSession, vq_dataset, vq_train_sample):
-    """Run the requested case and keep its row for the report; the test only asserts on it."""
+    """Run the requested case and keep what it measured for its row; the test only asserts on the result."""
 
     def run(case: Case) -> dict:
-        outputs = CaseOutputs(
-            arrays_dir=vq_session.arrays_dir,
-            codec_path=vq_session.codec_path(vq_dataset.fingerprint, case.case_id),
-        )
-        row = run_case(case, vq_dataset, vq_train_sample, outputs)
-        row.update(
-            seed=vq_session.value("seed"), dataset_fingerprint=vq_dataset.fingerprint, gt_source=vq_dataset.gt_source
-        )
-        request.node.stash[ROW_KEY] = row
-        return row
+        request.node.stash[CONTEXT_KEY] = vq_session.dataset_context(vq_dataset)
+        measured = vq_session.run(case, vq_dataset, vq_train_sample)
+        request.node.stash[MEASURED_KEY] = measured
+        return measured
 
     return run
-
-
-def _one_line(excinfo: pytest.ExceptionInfo) -> str:
-    text = "".join(traceback.format_exception_only(excinfo.type, excinfo.value)).strip()
-    return text.splitlines()[-1] if text else excinfo.typename
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Attach the case's row (ok, failed or skipped) to the report of the phase that decides its status."""
     report = yield
+    state = _state(item.config)
     case = _case_of(item)
-    if case is None:
+    if state.bench is None or case is None:
         return report
-    decisive = report.when == "call" or (report.when == "setup" and not report.passed)
-    if not decisive:
-        return report
-    session = bench_session(item.config)
-    row = dict(item.stash.get(ROW_KEY, {}))
-    row.setdefault("case_id", case.case_id)
-    row.setdefault("dataset", case.dataset)
-    row.setdefault("method", case.method)
-    row.setdefault("params_json", case.params_json)
-    if report.passed:
-        row["status"] = "ok"
-    elif report.skipped:
-        row["status"] = "skipped"
-        longrepr = report.longrepr
-        row["error"] = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
-    else:
-        row["status"] = "failed"
-        row["error"] = _one_line(call.excinfo) if call.excinfo else "failed"
-    row.update(provenance(), run_id=session.run_id, worker=session.worker, created_at=utc_now())
-    report.vq_row = row
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        report.vq_row = state.bench.row_from_report(
+            case,
+            report,
+            call.excinfo,
+            measured=item.stash.get(MEASURED_KEY, None),
+            context=item.stash.get(CONTEXT_KEY, None),
+        )
     return report
 
 
 class _Recorder:
     """Controller-side (or plain session) sink: every report carrying a row is persisted as it arrives."""
 
-    def __init__(self, session: BenchSession) -> None:
-        self.session = session
+    def __init__(self, state: _State) -> None:
+        self.state = state
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        bench = self.state.bench
+        if bench is None:
+            return
         row = getattr(report, "vq_row", None)
-        if row is not None:
-            self.session.record(row)
+        if row is None and report.failed and report.when not in ("setup", "call", "teardown"):
+            match = _CASE_NODEID.search(report.nodeid)  # xdist's report for a case whose worker died
+            row = bench.crash_row(match["case"], report) if match else None
+        if row is None:
+            return
+        problem = bench.record(row)
+        if problem is not None:  # the case is marked failed; every other row is kept
+            report.outcome = "failed"
+            report.longrepr = problem
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.state.bench is not None:
+            self.state.bench.finish()
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    session = bench_session(config)
-    if not session.rows:
-        return
-    terminalreporter.write_sep("=", f"vq-benchmark results (run {session.run_id})")
-    terminalreporter.write_line(summary_table(session.rows))
-    terminalreporter.write_line(f"SQLite: {session.value('db-path')}  (table results, run_id='{session.run_id}')")
-    terminalreporter.write_line(f"JSON:   {session.json_path}")
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        bench = self.state.bench
+        lines = bench.summary_lines() if bench is not None else []
+        if lines:
+            terminalreporter.write_sep("=", bench.summary_title)  # type: ignore[union-attr]
+            for line in lines:
+                terminalreporter.write_line(line)
 
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if SESSION_KEY in config.stash:
-        bench_session(config).close()
+    def pytest_unconfigure(self) -> None:
+        if self.state.bench is not None:
+            self.state.bench.close()

@@ -208,7 +208,7 @@ def test_ground_truth_with_wrong_shape_is_rejected(pytester: pytest.Pytester, tm
     errors = [line for line in res.errlines + res.outlines if line.startswith("ERROR:")]
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert len(errors) == 1 and "gt_ids.npy" in errors[0] and "40 rows" in errors[0] and "got 39" in errors[0]
-    assert not (tmp_path / "out" / "runs").exists()  # stopped before any case ran
+    assert not list((tmp_path / "out").rglob("results.jsonl"))  # stopped before any case ran
     assert "Traceback" not in text
 
 
@@ -272,10 +272,34 @@ def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp
     assert sorted(r["case_id"] for r in _rows(tmp_path / "out" / "bench.db")) == ["dummy-small-sq4", "dummy-small-sq8"]
 
 
-def test_data_error_under_xdist_fails_each_case_with_the_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("make_args", "expected"),
+    [
+        (lambda tmp: ["--vq-dataset=dummy-small", f"--vq-db-path={tmp}"], "--vq-db-path"),
+        (lambda tmp: ["--vq-dataset=dummy-small", "--vq-seed=-3"], "--vq-seed"),
+        (lambda tmp: ["--vq-dataset=nosuch"], "nosuch"),
+        (lambda tmp: ["--vq-dataset=dummy-small", "--vq-run-id=../up"], "--vq-run-id"),
+    ],
+    ids=["db-is-directory", "seed", "dataset", "run-id"],
+)
+def test_usage_errors_under_xdist_stop_before_any_case(
+    pytester: pytest.Pytester, tmp_path: Path, make_args, expected: str
+) -> None:
+    """The controller collects nothing itself: it checks when the workers report case ids."""
+    args = [*_out_args(tmp_path), *make_args(tmp_path)]  # later options win: the bad path overrides
+    res = pytester.runpytest_subprocess(CASES_DIR, "-n", "2", "-k", "sq", *args)
+    text = res.stdout.str() + res.stderr.str()
+    errors = [line for line in res.errlines + res.outlines if line.startswith("ERROR:")]
+    assert res.ret == pytest.ExitCode.USAGE_ERROR, text[-3000:]
+    assert len(errors) == 1 and expected in errors[0], text[-3000:]
+    assert "INTERNALERROR" not in text and "Traceback" not in text
+    assert not list((tmp_path / "out").rglob("results.jsonl"))
+
+
+def test_data_error_under_xdist_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
     res = _run_toy(pytester, tmp_path, 39, "-n", "2", "-k", "sq")
     text = res.stdout.str() + res.stderr.str()
-    assert res.ret == pytest.ExitCode.TESTS_FAILED and "INTERNALERROR" not in text
-    rows = _rows(tmp_path / "out" / "bench.db")
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"failed"}
-    assert all("gt_ids.npy" in r["error"] and "got 39" in r["error"] for r in rows)
+    errors = [line for line in res.errlines + res.outlines if line.startswith("ERROR:")]
+    assert res.ret == pytest.ExitCode.USAGE_ERROR, text[-3000:]
+    assert len(errors) == 1 and "gt_ids.npy" in errors[0] and "got 39" in errors[0]
+    assert "INTERNALERROR" not in text and not list((tmp_path / "out").rglob("results.jsonl"))
