@@ -8,6 +8,7 @@ Most runs are in-process (pytester.runpytest) to keep the matrix fast; the xdist
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -203,3 +204,55 @@ def test_usage_error_is_one_line_before_any_case(pytester: pytest.Pytester, tmp_
     assert expected.format(tmp=tmp_path) in errors[0], errors[0]
     assert "Traceback" not in text and "INTERNALERROR" not in text
     assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").rglob("*.jsonl"))
+
+
+def _db_rows(db: Path) -> dict[str, dict]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return {r["case_id"]: dict(r) for r in conn.execute("SELECT * FROM results")}
+    finally:
+        conn.close()
+
+
+def test_non_finite_metric_fails_its_case_and_every_other_row_is_kept(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """Base values beyond float16's range make SQfp16's reconstruction inf: that case fails with the assertion's
+    own message and its mse is stored NULL with the reason; the other cases of the sweep are recorded ok."""
+    base = RNG.standard_normal((N_BASE, DIM)).astype(np.float32)
+    base[:40] *= 1e5  # > 65504
+    extra = _toy(tmp_path, base=base)
+    extra[extra.index("-k") + 1] = "sq8 or sqfp16"
+    res = pytester.runpytest(CASES_DIR, *_args(tmp_path), *extra)
+    text = res.stdout.str() + res.stderr.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED, text[-3000:]
+    assert "INTERNALERROR" not in text
+    rows = _db_rows(tmp_path / "out" / "bench.db")
+    bad, good = rows["toy-sqfp16"], rows["toy-sq8"]
+    assert bad["status"] == "failed" and bad["error"] == "mse is not finite: inf"
+    assert bad["mse"] is None and "not finite" in json.loads(bad["null_reasons_json"])["mse"]
+    assert bad["code_bytes"] == DIM * 2  # what was measured is kept
+    assert good["status"] == "ok" and good["mse"] is not None
+    (log,) = (tmp_path / "out" / "runs").glob("*/results.jsonl")
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_questionable_cases_carry_notes_in_row_and_summary(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A code larger than the raw vector, a training sample far below the codec's need, and more threads than
+    cores: nothing fails, but nothing is silent either."""
+    sweep = _garbage_file(tmp_path, "big.toml", b'[[sweep]]\nmethod = "pq"\nM = [16]\nnbits = [8]\n')
+    extra = _toy(tmp_path)
+    extra[extra.index("-k") + 1] = "pq"
+    threads = len(os.sched_getaffinity(0)) + 1  # a subprocess: the thread count must not leak into this one
+    res = pytester.runpytest_subprocess(
+        CASES_DIR, *_args(tmp_path), *extra, f"--vq-sweep={sweep}", f"--vq-threads={threads}"
+    )
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.OK, out[-3000:]
+    (row,) = _db_rows(tmp_path / "out" / "bench.db").values()
+    assert row["code_bytes"] == 16 and row["code_bytes"] > DIM  # 16 B of codes for a 8-dim uint8-sized budget
+    assert "larger than the raw vector" not in (row["notes"] or "")  # 16 B < 32 B of float32: not flagged
+    assert "far below" in row["notes"]
+    assert "far below" in out.split("vq-benchmark results")[-1]
+    assert f"warning: --vq-threads {threads} exceeds" in out
