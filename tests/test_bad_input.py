@@ -241,7 +241,7 @@ def test_non_finite_metric_fails_its_case_and_every_other_row_is_kept(
 def test_questionable_cases_carry_notes_in_row_and_summary(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """A code larger than the raw vector, a training sample far below the codec's need, and more threads than
     cores: nothing fails, but nothing is silent either."""
-    sweep = _garbage_file(tmp_path, "big.toml", b'[[sweep]]\nmethod = "pq"\nM = [16]\nnbits = [8]\n')
+    sweep = _garbage_file(tmp_path, "big.toml", b'[[sweep]]\nmethod = "pq"\nM = [64]\nnbits = [8]\n')
     extra = _toy(tmp_path)
     extra[extra.index("-k") + 1] = "pq"
     threads = len(os.sched_getaffinity(0)) + 1  # a subprocess: the thread count must not leak into this one
@@ -251,8 +251,9 @@ def test_questionable_cases_carry_notes_in_row_and_summary(pytester: pytest.Pyte
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.OK, out[-3000:]
     (row,) = _db_rows(tmp_path / "out" / "bench.db").values()
-    assert row["code_bytes"] == 16 and row["code_bytes"] > DIM  # 16 B of codes for a 8-dim uint8-sized budget
-    assert "larger than the raw vector" not in (row["notes"] or "")  # 16 B < 32 B of float32: not flagged
+    assert row["code_bytes"] == 64 and row["compression_ratio"] == 0.5  # 64 B of codes for 32 B of float32
+    assert "code (64 B) is larger than the raw vector (32 B)" in row["notes"]
     assert "far below" in row["notes"]
-    assert "far below" in out.split("vq-benchmark results")[-1]
+    summary = out.split("vq-benchmark results")[-1]
+    assert "larger than the raw vector" in summary and "far below" in summary
     assert f"warning: --vq-threads {threads} exceeds" in out
