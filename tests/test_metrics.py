@@ -6,6 +6,7 @@ import itertools
 import math
 import warnings
 
+import faiss
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -114,7 +115,6 @@ def test_k_recall_matches_set_loop_with_ties(seed, k):
 
 
 def test_k_recall_equals_faiss_knn_intersection_measure_on_real_search():
-    faiss = pytest.importorskip("faiss")
     from faiss.contrib.evaluation import knn_intersection_measure
 
     rng = np.random.default_rng(1)
@@ -138,7 +138,6 @@ def test_k_recall_equals_faiss_knn_intersection_measure_on_real_search():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_k_recall_equals_faiss_knn_intersection_measure_with_duplicate_ids(seed):
-    pytest.importorskip("faiss")
     from faiss.contrib.evaluation import knn_intersection_measure
 
     rng = np.random.default_rng(seed)
@@ -456,7 +455,6 @@ def brute_force_reversed_ties(base, queries, k, metric):
 
 
 def faiss_flat(base, queries, k, metric):
-    faiss = pytest.importorskip("faiss")
     index = faiss.IndexFlatL2(base.shape[1]) if metric == "l2" else faiss.IndexFlatIP(base.shape[1])
     index.add(np.ascontiguousarray(base, dtype=np.float32))
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
@@ -531,7 +529,6 @@ def test_distance_recall_equals_id_recall_without_ties(seed, metric):
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_wrong_neighbours_score_below_one(metric):
-    faiss = pytest.importorskip("faiss")
     rng = np.random.default_rng(5)
     base = rng.standard_normal((500, 8)).astype(np.float32)
     queries = rng.standard_normal((30, 8)).astype(np.float32)
