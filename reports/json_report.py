@@ -16,7 +16,7 @@ from typing import Any
 from vq_benchmark.reports.atomic import atomic_write_bytes, describe_os_error
 from vq_benchmark.reports.errors import ReportError, StoreError, one_line
 from vq_benchmark.reports.jsonl import latest_per_case, read_jsonl
-from vq_benchmark.reports.schema import Row, check_row
+from vq_benchmark.reports.schema import Row, check_row, stored_row
 
 FORMAT_VERSION = 1
 REPORT_NAME = "results.json"
@@ -71,15 +71,9 @@ def read_json_report(path: Path) -> dict[str, Any]:
         raise ReportError(f"{where}: written by a newer vq-benchmark (format {version} > {FORMAT_VERSION})")
     if not isinstance(doc.get("meta", {}), dict):
         raise ReportError(f"{where}: meta must be an object")
-    for index, row in enumerate(doc["rows"]):
-        _check_report_row(where, index, row)
-    return doc
-
-
-def _check_report_row(where: str, index: int, row: object) -> None:
-    if not isinstance(row, dict) or not isinstance(row.get("case_id"), str):
-        raise ReportError(f"{where}: rows[{index}] is not an object with a text case_id")
     try:
-        check_row(row)
-    except (ValueError, TypeError) as exc:
-        raise ReportError(f"{where}: rows[{index}] is not a result row ({one_line(exc, 200)})") from exc
+        for index, row in enumerate(doc["rows"]):
+            stored_row(f"{where}: rows[{index}]", row)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    return doc

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vq_benchmark.reports.atomic import describe_os_error
 from vq_benchmark.reports.errors import ReportError, StoreError, one_line
-from vq_benchmark.reports.schema import Row, check_row
+from vq_benchmark.reports.schema import Row, check_row, stored_row
 
 _TAIL_CHUNK = 64 * 1024
 
@@ -101,13 +101,10 @@ def _parse_line(path: Path, number: int, raw: bytes) -> Row:
         row = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise ReportError(f"{where}: corrupt JSON ({one_line(exc, 120)})") from exc
-    if not isinstance(row, dict) or not isinstance(row.get("case_id"), str):
-        raise ReportError(f"{where}: expected a JSON object with a text case_id")
     try:
-        check_row(row)
-    except (ValueError, TypeError) as exc:
-        raise ReportError(f"{where}: not a result row ({one_line(exc, 200)})") from exc
-    return row
+        return stored_row(where, row)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def latest_per_case(rows: Iterable[Row]) -> list[Row]:

@@ -151,3 +151,14 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def stored_row(where: str, obj: object) -> Row:
+    """`obj` read back from a report file, checked as a row; ValueError naming `where` when it is not one."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("case_id"), str):
+        raise ValueError(f"{where}: expected a JSON object with a text case_id")
+    try:
+        check_row(obj)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: not a result row ({str(exc).splitlines()[0][:200]})") from exc
+    return obj

@@ -632,9 +632,9 @@ def test_read_json_report_refuses_a_newer_format(tmp_path: Path):
         ({"format_version": True, "rows": []}, "positive integer"),
         ({"format_version": 0, "rows": []}, "positive integer"),
         ({"format_version": 1, "meta": [], "rows": []}, "meta must be an object"),
-        ({"format_version": 1, "rows": [5]}, r"rows\[0\] is not an object"),
-        ({"format_version": 1, "rows": [{"status": "ok"}]}, r"rows\[0\] is not an object with a text case_id"),
-        ({"format_version": 1, "rows": [{"case_id": "c", "colour": "red"}]}, r"rows\[0\] is not a result row"),
+        ({"format_version": 1, "rows": [5]}, r"rows\[0\]: expected a JSON object"),
+        ({"format_version": 1, "rows": [{"status": "ok"}]}, r"rows\[0\]: expected a JSON object with a text case_id"),
+        ({"format_version": 1, "rows": [{"case_id": "c", "colour": "red"}]}, r"rows\[0\]: not a result row"),
     ],
     ids=["no-version", "text-version", "bool-version", "zero-version", "list-meta", "row-5", "no-case", "bad-col"],
 )
