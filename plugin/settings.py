@@ -71,10 +71,12 @@ SETTINGS: tuple[Setting, ...] = (
         ("VQ_CODEBOOKS_DIR", "CODEBOOKS_DIR"),
         "codebooks",
         "path",
-        "where trained codecs are written (faiss.write_index)",
+        "where trained codecs are written (<fingerprint>/<case_id>-<key>.faissindex)",
     ),
     Setting("db-path", ("VQ_DB_PATH", "DB_PATH"), "results/benchmark_runs.db", "path", "SQLite results file"),
-    Setting("run-dir", ("VQ_RUN_DIR",), "results/runs", "path", "JSON reports and per-case result arrays"),
+    Setting(
+        "run-dir", ("VQ_RUN_DIR",), "results/runs", "path", "per-run results.jsonl, results.json and result arrays"
+    ),
     Setting("sweep", ("VQ_SWEEP",), None, "path", "sweep TOML (default: the one shipped in vq_cases/)"),
     Setting("seed", ("VQ_SEED",), "0", "int", "seed of the training sample drawn from the base", 0, INT64_MAX),
     Setting("train-size", ("VQ_TRAIN_SIZE",), "100000", "int", "training sample size (capped at n_base)", 1, INT64_MAX),
