@@ -49,8 +49,16 @@ class RunFiles:
             self._earlier = {str(r["case_id"]): r for r in read_jsonl(self.jsonl_path)}
 
     def write(self, row: Row) -> str | None:
-        """Persist one row in both places; the text of what failed, or None."""
+        """Persist one row in both places; the text of what failed, or None. When one place failed, the row is
+        marked failed with that text wherever it could be written, so no file claims `ok` for a failed case."""
+        problems = self._write_both(row)
+        if problems:
+            row = {**row, "status": "failed", "error": "; ".join(problems)[:500]}
+            self._write_both(row)
         self.rows[str(row["case_id"])] = row
+        return "; ".join(problems) or None
+
+    def _write_both(self, row: Row) -> list[str]:
         problems = []
         try:
             if self._store is None:
@@ -64,7 +72,7 @@ class RunFiles:
             problems.append(str(exc))
         except OSError as exc:
             problems.append(describe_os_error(self.jsonl_path, exc))
-        return "; ".join(problems) or None
+        return problems
 
     def finish(self, meta: dict[str, Any]) -> str | None:
         """Write results.json once: every row of the run (earlier sessions' too), this session's winning."""

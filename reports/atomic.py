@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -20,7 +22,9 @@ from pathlib import Path
 from typing import IO, Any
 
 _MODES = ("wb", "w")
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?P<token>[0-9a-f]{8})\.tmp$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:(?P<host>[0-9a-f]{6})-)?(?P<pid>[0-9]+)\.(?P<token>[0-9a-f]{8})\.tmp$")
+_HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+FOREIGN_TEMP_AGE_S = 24 * 3600  # another host's writer: its pid means nothing here, only age does
 _ERRNO_WORDS = {
     errno.ENOSPC: "disk full (no space left on device)",
     errno.EDQUOT: "disk quota exceeded",
@@ -30,10 +34,11 @@ _ERRNO_WORDS = {
 }
 
 
-def _temp_name(path: Path) -> Path:
-    """`.<name>.<pid>.<8 hex>.tmp`: hidden, unique, and carrying the writer's pid so a dead writer's leftovers
-    can be told apart from a live writer's file in progress (see clean_stale_temps)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def temp_name(path: Path, pid: int | None = None) -> Path:
+    """`.<name>.<host tag>-<pid>.<8 hex>.tmp`: hidden, unique, and carrying the writer's host and pid so a dead
+    writer's leftovers can be told apart from a live writer's file in progress, even in a directory that several
+    cluster nodes share (see clean_stale_temps)."""
+    return path.with_name(f".{path.name}.{_HOST_TAG}-{os.getpid() if pid is None else pid}.{secrets.token_hex(4)}.tmp")
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
@@ -43,7 +48,7 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     shared cluster; opening with 0o666 lets the process umask decide, as for any ordinary file.
     """
     for _ in range(100):
-        tmp = _temp_name(path)
+        tmp = temp_name(path)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -137,19 +142,23 @@ def _temp_files(directory: Path, recursive: bool) -> Iterator[Path]:
 def clean_stale_temps(directory: Path, *, recursive: bool = True, min_age_s: float = 0.0) -> list[Path]:
     """Remove temp files that atomic_open left behind when its process was killed; return what was removed.
 
-    Only regular files named `.<name>.<pid>.<hex>.tmp` whose pid no longer exists on this host are removed, so a
-    live writer's temp file and any other file are never touched. A pid says nothing about other hosts: in a
-    directory that several cluster nodes write at once, pass `min_age_s` well above the longest write.
+    Only regular files named like `temp_name` makes them are removed: this host's whose pid no longer exists, and
+    another host's (or an untagged one's) only once older than FOREIGN_TEMP_AGE_S, because a pid says nothing
+    about another node writing into a shared directory. A live writer's temp file is never touched.
     """
     removed: list[Path] = []
     now = time.time()
     for path in _temp_files(Path(directory), recursive):
         match = _TEMP_NAME.match(path.name)
-        if match is None or not _pid_is_dead(int(match["pid"])):
+        if match is None:
+            continue
+        ours = match["host"] == _HOST_TAG
+        if ours and not _pid_is_dead(int(match["pid"])):
             continue
         try:
             st = path.lstat()
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age_s:
+            age = now - st.st_mtime
+            if not stat.S_ISREG(st.st_mode) or age < min_age_s or (not ours and age < FOREIGN_TEMP_AGE_S):
                 continue
             path.unlink()
         except OSError:

@@ -730,37 +730,54 @@ def _dead_pid() -> int:
     return pid
 
 
+def _temp(directory: Path, name: str, pid: int, token: str = "0a1b2c3d", host: str | None = None) -> Path:
+    """A temp file name as atomic_open makes it (this host's tag unless another is given)."""
+    return directory / f".{name}.{host or atomic_module._HOST_TAG}-{pid}.{token}.tmp"
+
+
 def test_clean_stale_temps_removes_only_dead_writers_temps(tmp_path: Path):
     dead = _dead_pid()
     nested = tmp_path / "arrays"
     nested.mkdir()
-    stale = [tmp_path / f".results.json.{dead}.0a1b2c3d.tmp", nested / f".c.ids.npy.{dead}.ffffffff.tmp"]
-    live = [tmp_path / f".results.json.{os.getpid()}.0a1b2c3d.tmp", tmp_path / f".x.{os.getppid()}.01234567.tmp"]
+    stale = [_temp(tmp_path, "results.json", dead), _temp(nested, "c.ids.npy", dead, "ffffffff")]
+    live = [_temp(tmp_path, "results.json", os.getpid()), _temp(tmp_path, "x", os.getppid(), "01234567")]
     other = [
         tmp_path / "results.json",
-        tmp_path / f"results.json.{dead}.0a1b2c3d.tmp",  # not hidden: not ours
-        tmp_path / f".results.json.{dead}.0a1b2c3.tmp",  # 7 hex digits
-        tmp_path / f".results.json.{dead}.0A1B2C3D.tmp",  # upper case: token_hex never writes it
-        tmp_path / f".results.json.{dead}.0a1b2c3d.tmp.bak",
+        tmp_path / f"results.json.{atomic_module._HOST_TAG}-{dead}.0a1b2c3d.tmp",  # not hidden: not ours
+        _temp(tmp_path, "results.json", dead, "0a1b2c3"),  # 7 hex digits
+        _temp(tmp_path, "results.json", dead, "0A1B2C3D"),  # upper case: token_hex never writes it
+        tmp_path / f".results.json.{atomic_module._HOST_TAG}-{dead}.0a1b2c3d.tmp.bak",
+        _temp(tmp_path, "other-host", dead, host="abcdef" if atomic_module._HOST_TAG != "abcdef" else "fedcba"),
+        tmp_path / f".untagged.{dead}.0a1b2c3d.tmp",  # written by an older version or another host
     ]
     for path in stale + live + other:
         path.write_text("x")
-    (tmp_path / f".dir.{dead}.0a1b2c3d.tmp").mkdir()
+    _temp(tmp_path, "dir", dead).mkdir()
     target = tmp_path / "precious"
     target.write_text("keep")
-    (tmp_path / f".link.{dead}.0a1b2c3d.tmp").symlink_to(target)
+    _temp(tmp_path, "link", dead).symlink_to(target)
 
     assert clean_stale_temps(tmp_path, recursive=False) == [stale[0]]
     assert clean_stale_temps(tmp_path) == [stale[1]]
     assert all(p.exists() for p in live + other)
-    assert (tmp_path / f".dir.{dead}.0a1b2c3d.tmp").is_dir()
-    assert (tmp_path / f".link.{dead}.0a1b2c3d.tmp").is_symlink() and target.read_text() == "keep"
+    assert _temp(tmp_path, "dir", dead).is_dir()
+    assert _temp(tmp_path, "link", dead).is_symlink() and target.read_text() == "keep"
     assert clean_stale_temps(tmp_path / "missing") == []
+
+
+def test_another_hosts_temps_are_removed_only_when_a_day_old(tmp_path: Path):
+    """A pid means nothing for a file another node is writing into a shared directory: only age does."""
+    foreign = _temp(tmp_path, "r.json", 1, host="abcdef" if atomic_module._HOST_TAG != "abcdef" else "fedcba")
+    foreign.write_text("x")
+    assert clean_stale_temps(tmp_path) == []
+    old = time.time() - atomic_module.FOREIGN_TEMP_AGE_S - 60
+    os.utime(foreign, (old, old))
+    assert clean_stale_temps(tmp_path) == [foreign]
 
 
 def test_clean_stale_temps_keeps_recent_temps_when_asked(tmp_path: Path):
     dead = _dead_pid()
-    temp = tmp_path / f".r.json.{dead}.0a1b2c3d.tmp"
+    temp = _temp(tmp_path, "r.json", dead)
     temp.write_text("x")
     assert clean_stale_temps(tmp_path, min_age_s=3600) == []
     old = time.time() - 7200

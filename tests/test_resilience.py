@@ -3,6 +3,7 @@ of killed runs are cleaned, and a case whose row cannot be recorded fails alone 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from vq_benchmark.reports.atomic import temp_name
 
 REPO = Path(__file__).resolve().parent.parent
 CASES_DIR = str(REPO / "vq_cases")
@@ -151,11 +154,11 @@ def test_workers_stop_promptly_when_the_controller_is_killed(tmp_path: Path) -> 
 def test_stale_temp_files_of_killed_runs_are_cleaned(tmp_path: Path) -> None:
     dead = 2**31 - 5  # above any pid_max: never a live process
     stale = [
-        tmp_path / "out" / "runs" / "r1" / f".results.json.{dead}.0badc0de.tmp",
-        tmp_path / "codebooks" / "fp" / f".x.faissindex.{dead}.0badc0de.tmp",
-        tmp_path / "cache" / "gt" / f".gt-ab-k100.npz.{dead}.0badc0de.tmp",
+        temp_name(tmp_path / "out" / "runs" / "r1" / "results.json", dead),
+        temp_name(tmp_path / "codebooks" / "fp" / "x.faissindex", dead),
+        temp_name(tmp_path / "cache" / "gt" / "gt-ab-k100.npz", dead),
     ]
-    live = tmp_path / "cache" / f".busy.npz.{os.getpid()}.0badc0de.tmp"
+    live = temp_name(tmp_path / "cache" / "busy.npz")  # this (live) process
     for p in [*stale, live]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half a file")
@@ -183,5 +186,7 @@ def test_a_row_that_cannot_be_recorded_fails_its_case_only(tmp_path: Path) -> No
     rows = _rows(tmp_path / "out" / "bench.db")
     assert set(rows) == {"dummy-small-sq8", "dummy-small-sqfp16"}  # sq4's row could not be written there
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
-    jsonl = (run_dir / "results.jsonl").read_text().splitlines()
-    assert len(jsonl) == 3  # ... but the append-only log kept all three
+    logged = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    final = {r["case_id"]: r for r in logged}  # ... but the append-only log kept all three,
+    assert len(final) == 3 and final["dummy-small-sq4"]["status"] == "failed"  # and does not claim sq4 ok
+    assert "simulated disk full" in final["dummy-small-sq4"]["error"]
