@@ -20,6 +20,7 @@ from vq_benchmark.fixtures.loading import open_dataset, training_sample
 from vq_benchmark.fixtures.registry import BUILTIN
 from vq_benchmark.reports import atomic
 from vq_benchmark.vq_cases import methods
+from vq_benchmark.vq_cases.codec_cache import sidecar_path
 from vq_benchmark.vq_cases.metrics import one_recall_at_r
 from vq_benchmark.vq_cases.runner import (
     CaseOutputs,
@@ -34,7 +35,7 @@ from vq_benchmark.vq_cases.runner import (
 )
 from vq_benchmark.vq_cases.sweep import Case
 
-TIMINGS = ("train_s", "encode_s", "search_s", "qps", "threads")
+TIMINGS = ("train_s", "original_train_s", "encode_s", "search_s", "qps", "threads")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +168,8 @@ def test_two_seeds_write_two_codec_files(small, tmp_path: Path) -> None:
     for p in map(Path, paths):
         assert p.parent == tmp_path / ds.fingerprint and p.name.startswith(f"{case.case_id}-")
         assert p.name.endswith(".faissindex") and faiss.read_index(str(p)).ntotal == 0
-    assert sorted(os.listdir(tmp_path / ds.fingerprint)) == sorted(Path(p).name for p in paths)  # no temp files
+    written = sorted(name for p in map(Path, paths) for name in (p.name, sidecar_path(p).name))
+    assert sorted(os.listdir(tmp_path / ds.fingerprint)) == written  # codecs and sidecars, no temp files
 
 
 def test_full_disk_leaves_no_codec_file(small, tmp_path: Path, monkeypatch) -> None:
@@ -178,18 +180,20 @@ def test_full_disk_leaves_no_codec_file(small, tmp_path: Path, monkeypatch) -> N
     searched = search_phase(trained, ds, 10)
     outputs = CaseOutputs(None, tmp_path)
     good = Path(write_artifacts(trained, searched, ds, outputs, seed=0)["codec_path"])
-    before = good.read_bytes()
+    before, sidecar = good.read_bytes(), sidecar_path(good).read_bytes()
+    other = train_phase(case, ds, xt * 2)  # same key, other bytes: identical bytes would not be written again
 
     def full_disk(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        write_artifacts(trained, searched, ds, outputs, seed=0)  # same file: the old one must survive
+        write_artifacts(other, searched, ds, outputs, seed=0)  # same file: the old one must survive
     with pytest.raises(OSError, match="No space left"):
         write_artifacts(trained, searched, ds, outputs, seed=1)  # new file: must not appear at all
     monkeypatch.undo()
-    assert os.listdir(good.parent) == [good.name] and good.read_bytes() == before
+    assert sorted(os.listdir(good.parent)) == sorted([good.name, sidecar_path(good).name])
+    assert good.read_bytes() == before and sidecar_path(good).read_bytes() == sidecar
 
 
 def test_training_notes(small) -> None:

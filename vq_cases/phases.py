@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.vq_cases.codec import Codec
+from vq_benchmark.vq_cases.codec_cache import CodecSlot, load_cached, store_codec
 from vq_benchmark.vq_cases.methods import METHODS, Method, ParamValue
 from vq_benchmark.vq_cases.metrics import RECALL_KS, MSEAccumulator, distance_recalls
 from vq_benchmark.vq_cases.sweep import Case
@@ -27,7 +29,11 @@ FAR_BELOW_FRACTION = 4  # a training sample under 1/4 of faiss's recommendation 
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained codec (codes are added to it later by `encode_phase`) and what training found."""
+    """A trained codec (codes are added to it later by `encode_phase`) and what training found.
+
+    A codec loaded from the codec cache has `cached` True, `train_s` the time spent loading it and
+    `original_train_s` the time its first training took (None when unknown; `null` says why).
+    """
 
     case: Case
     codec: Codec
@@ -35,7 +41,10 @@ class Trained:
     n_train: int
     train_s: float
     notes: tuple[str, ...]
-    null: Mapping[str, str]  # metric -> why it does not apply (the method's declaration)
+    null: Mapping[str, str]  # metric -> why it does not apply (the method's declaration, cache reasons)
+    cached: bool = False
+    original_train_s: float | None = None
+    codec_path: Path | None = None  # the codec cache file holding `blob`, once written or loaded
 
 
 @dataclass(frozen=True)
@@ -78,18 +87,43 @@ def _size_notes(code_bytes: int, ds: LoadedDataset) -> list[str]:
     return [f"code ({code_bytes} B) is larger than the raw vector ({raw} B)"] if code_bytes > raw else []
 
 
-def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray) -> Trained:
-    """Build the codec from the case's method and train it; only `codec.train` is timed."""
+def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: CodecSlot | None = None) -> Trained:
+    """Build the codec and train it (only `codec.train` is timed), or load it from `cache` when a trusted file
+    is there. A freshly trained codec is written to `cache` at once, so that a case failing later in encode or
+    search still leaves it for the next run."""
     method = METHODS[case.method]
     params = dict(case.params)
     built = method.build(params, ds.dim, ds.spec.metric)
-    codec = built.codec
     n_train = int(train_x.shape[0])
+    notes = [*built.notes, *_training_notes(method, params, n_train)]
+    null = dict(method.null_metrics)
+    path = cache.path if cache is not None else None
+    loaded, problem = load_cached(cache, built.codec, n_train)
+    if loaded is not None:
+        if loaded.unknown_reason is not None:
+            null["original_train_s"] = loaded.unknown_reason
+        notes += _size_notes(loaded.codec.code_bytes, ds)
+        return Trained(
+            case,
+            loaded.codec,
+            loaded.blob,
+            n_train,
+            loaded.load_s,
+            tuple(notes),
+            null,
+            cached=True,
+            original_train_s=loaded.original_train_s,
+            codec_path=path,
+        )
+    codec = built.codec
     t0 = time.perf_counter()
     codec.train(train_x)
     train_s = time.perf_counter() - t0
-    notes = [*built.notes, *_training_notes(method, params, n_train), *_size_notes(codec.code_bytes, ds)]
-    return Trained(case, codec, codec.serialize(), n_train, train_s, tuple(notes), dict(method.null_metrics))
+    blob = codec.serialize()
+    if path is not None:
+        store_codec(path, blob, train_s=train_s, n_train=n_train)
+    notes += [*_size_notes(codec.code_bytes, ds), *([problem] if problem else [])]
+    return Trained(case, codec, blob, n_train, train_s, tuple(notes), null, original_train_s=train_s, codec_path=path)
 
 
 def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:

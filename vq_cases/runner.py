@@ -2,22 +2,22 @@
 
 Data flows one way: dataset + training sample -> codec -> codes -> search -> metrics -> row fields. No pytest in
 here. Files are written atomically, and the codec file name carries a key of everything that shaped training, so
-runs with another seed, sample size or faiss version never overwrite each other's codebooks.
+runs with another seed, sample size or faiss version never overwrite each other's codebooks, and a run with the
+same key loads the codec instead of training it again (vq_cases/codec_cache.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from vq_benchmark.fixtures.loading import LoadedDataset
-from vq_benchmark.reports.atomic import atomic_open, atomic_write_bytes
+from vq_benchmark.reports.atomic import atomic_open
 from vq_benchmark.reports.schema import Row
+from vq_benchmark.vq_cases.codec_cache import CODEC_SUFFIX, CodecSlot, codec_file_key, codec_file_path, store_codec
 from vq_benchmark.vq_cases.metrics import RECALL_KS
 from vq_benchmark.vq_cases.phases import (
     ENCODE_CHUNK_ROWS,
@@ -33,6 +33,7 @@ from vq_benchmark.vq_cases.phases import (
 from vq_benchmark.vq_cases.sweep import Case
 
 __all__ = [
+    "CODEC_SUFFIX",
     "ENCODE_CHUNK_ROWS",
     "CaseOutputs",
     "Encoded",
@@ -41,7 +42,9 @@ __all__ = [
     "build_row",
     "codec_file_key",
     "codec_file_path",
+    "codec_slot",
     "encode_phase",
+    "original_train_s",
     "run_case",
     "score",
     "search_phase",
@@ -49,37 +52,28 @@ __all__ = [
     "write_artifacts",
 ]
 
-CODEC_SUFFIX = ".faissindex"
-
 
 @dataclass(frozen=True)
 class CaseOutputs:
     """Where a case writes what it produces besides its row (None: do not write).
 
-    The codec goes to ``codebooks_dir / <dataset fingerprint> / <case_id>-<key>.faissindex``.
+    The codec goes to ``codebooks_dir / <dataset fingerprint> / <case_id>-<key>.faissindex``, which is also the
+    codec cache: with ``use_codec_cache`` a trusted file there is loaded instead of training; without it the file
+    is neither read nor trusted, but a freshly trained codec is still written.
     """
 
     arrays_dir: Path | None
     codebooks_dir: Path | None
+    use_codec_cache: bool = True
 
 
-def codec_file_key(
-    dataset_fingerprint: str,
-    method: str,
-    params_json: str,
-    n_train: int,
-    seed: int,
-    faiss_version: str = faiss.__version__,
-) -> str:
-    """12 hex digits (BLAKE2b) of everything that shapes a trained codec, so different trainings get different
-    files. JSON keeps the fields apart ("a","bc" never hashes like "ab","c")."""
-    fields = [dataset_fingerprint, method, params_json, int(n_train), int(seed), faiss_version]
-    return hashlib.blake2b(json.dumps(fields).encode(), digest_size=6).hexdigest()
-
-
-def codec_file_path(codebooks_dir: Path, dataset_fingerprint: str, case_id: str, key: str) -> Path:
-    """Where the trained codec of a case is stored."""
-    return Path(codebooks_dir) / dataset_fingerprint / f"{case_id}-{key}{CODEC_SUFFIX}"
+def codec_slot(outputs: CaseOutputs, case: Case, ds: LoadedDataset, n_train: int, seed: int) -> CodecSlot | None:
+    """The codec cache file of this case's training, or None when codecs are not written."""
+    if outputs.codebooks_dir is None:
+        return None
+    key = codec_file_key(ds.fingerprint, case.method, case.params_json, n_train, seed)
+    path = codec_file_path(outputs.codebooks_dir, ds.fingerprint, case.case_id, key)
+    return CodecSlot(path, read=outputs.use_codec_cache)
 
 
 def _save_array(path: Path, arr: np.ndarray) -> None:
@@ -98,13 +92,17 @@ def write_artifacts(trained: Trained, searched: Searched, ds: LoadedDataset, out
         _save_array(ids_path, searched.ids)
         _save_array(dist_path, searched.dists)
         paths["neighbors_path"], paths["distances_path"] = str(ids_path), str(dist_path)
-    if outputs.codebooks_dir is not None:
-        key = codec_file_key(ds.fingerprint, case.method, case.params_json, trained.n_train, seed)
-        path = codec_file_path(outputs.codebooks_dir, ds.fingerprint, case.case_id, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, trained.blob)
-        paths["codec_path"] = str(path)
+    slot = codec_slot(outputs, case, ds, trained.n_train, seed)
+    if slot is not None:
+        if trained.codec_path != slot.path:  # trained outside run_case, without this cache slot: write it now
+            store_codec(slot.path, trained.blob, train_s=original_train_s(trained), n_train=trained.n_train)
+        paths["codec_path"] = str(slot.path)
     return paths
+
+
+def original_train_s(trained: Trained) -> float | None:
+    """What the codec's first training took: this case's train_s unless it was loaded from the cache."""
+    return trained.original_train_s if trained.cached else trained.train_s
 
 
 def _plain(value: object) -> object:
@@ -148,6 +146,8 @@ def build_row(
         "seed": seed,
         "threads": searched.threads,
         "train_s": trained.train_s,
+        "original_train_s": original_train_s(trained),
+        "codec_cached": int(trained.cached),
         "encode_s": encoded.encode_s,
         "code_bytes": encoded.code_bytes,
         "compression_ratio": ds.dim * 4 / encoded.code_bytes,
@@ -174,9 +174,10 @@ def build_row(
 
 
 def run_case(case: Case, ds: LoadedDataset, train_x: np.ndarray, outputs: CaseOutputs, *, seed: int = 0) -> Row:
-    """Measure one case: train, encode, search, score, write artifacts; ``seed`` is the training sample's seed
-    (it keys the codec file and is recorded in the row)."""
-    trained = train_phase(case, ds, train_x)
+    """Measure one case: train (or load the cached codec), encode, search, score, write artifacts; ``seed`` is
+    the training sample's seed (it keys the codec file and is recorded in the row)."""
+    slot = codec_slot(outputs, case, ds, int(train_x.shape[0]), seed)
+    trained = train_phase(case, ds, train_x, cache=slot)
     encoded = encode_phase(trained, ds)
     searched = search_phase(trained, ds, min(max(RECALL_KS), ds.n_base))
     scores = score(searched, ds)
