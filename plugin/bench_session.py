@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -19,12 +20,15 @@ import pytest
 from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.fixtures.registry import DatasetError
 from vq_benchmark.fixtures.session import DatasetPool
+from vq_benchmark.plugin.layout import SLURM_VARS, ok_rows_for, output_layout
 from vq_benchmark.plugin.provenance import provenance
 from vq_benchmark.plugin.recording import RunFiles
 from vq_benchmark.plugin.run_id import utc_now
+from vq_benchmark.plugin.selection import Selection, order_and_select, recorded_durations
 from vq_benchmark.plugin.settings import SettingError, Settings, available_cores, check_output_paths, describe
 from vq_benchmark.reports.atomic import clean_stale_temps
 from vq_benchmark.reports.errors import ReportError
+from vq_benchmark.reports.manifest import Manifest, write_manifest
 from vq_benchmark.reports.rows import make_row
 from vq_benchmark.reports.schema import Row
 from vq_benchmark.reports.sqlite_store import StoreError
@@ -42,10 +46,23 @@ class BenchSession:
 
     usage_errors: tuple[type[Exception], ...] = (DatasetError, MethodError, SettingError, StoreError, ReportError)
 
-    def __init__(self, settings: Settings, run_id: str, worker: str = "main", n_workers: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        worker: str = "main",
+        n_workers: int = 1,
+        *,
+        only_cases: tuple[str, ...] = (),
+    ) -> None:
         self.settings, self.run_id, self.worker, self.n_workers = settings, run_id, worker, n_workers
+        self.only_cases = only_cases
         self.pool = DatasetPool(settings.datasets_file, settings.data_dir, settings.cache_dir, gt_k=max(RECALL_KS))
-        self.files = RunFiles(settings.db_path, self.run_path)
+        self.layout = output_layout(settings, run_id, rerun=bool(only_cases))
+        self.files = RunFiles(self.layout.db_path, self.layout.folder)
+        self.selection: Selection | None = None
+        self.started_at = utc_now()
+        self._resumed: dict[str, str] | None = None
         self._cases: list[Case] | None = None
         self._worker_exits: dict[str, str] = {}
         self._finish_problem: str | None = None
@@ -66,8 +83,48 @@ class BenchSession:
     def case(self, case_id: str) -> Case | None:
         return next((c for c in self.cases() if c.case_id == case_id), None)
 
+    def select_items(self, items: list[Any], case_of: Any) -> tuple[list[Any], list[Any]]:
+        """Split collected items into (kept, deselected): `--vq-case`, then this shard; cases longest first."""
+        by_id = {c.case_id: (item, c) for item in items if (c := case_of(item)) is not None}
+        unknown = sorted(set(self.only_cases) - set(by_id))
+        if unknown and not by_id:
+            raise SettingError(f"--vq-case: no collected case is named {', '.join(unknown[:5])}")
+        history = recorded_durations(self.settings.db_path, exclude_run=self.run_id)
+        self.selection = order_and_select([c for _, c in by_id.values()], self.settings, history, self.only_cases)
+        chosen = [by_id[cid][0] for cid in self.selection.selected]
+        chosen_set = set(self.selection.selected)
+        others = [item for item in items if case_of(item) is None]
+        dropped = [item for cid, (item, _) in by_id.items() if cid not in chosen_set]
+        return others + chosen, dropped
+
+    def note_collected(self, case_ids: list[str]) -> None:
+        """xdist controller: what the workers collected is this process's selection (its pre-shard list comes
+        with the workers' output at the end)."""
+        if self.selection is None:
+            self.selection = Selection(tuple(case_ids), tuple(case_ids))
+
+    def note_worker_selection(self, info: Any) -> None:
+        if isinstance(info, dict) and "all_ids" in info:
+            self.selection = Selection(tuple(info["all_ids"]), tuple(info["selected"]))
+
+    def resumed(self, case_id: str) -> str | None:
+        """With --vq-resume: why this case need not run again (an ok row for the same data), else None."""
+        if not self.settings.resume:
+            return None
+        if self._resumed is None:
+            fingerprint = self.pool.open(self.settings.dataset).fingerprint
+            self._resumed = {}
+            for db in dict.fromkeys((self.settings.db_path, self.layout.db_path)):  # a merged db, this shard's
+                self._resumed.update(ok_rows_for(db, fingerprint))
+        run = self._resumed.get(case_id)
+        return None if run is None else f"resumed: an ok row for this case and data exists in run {run}"
+
     def run(self, case: Case, ds: LoadedDataset, train_x) -> dict[str, Any]:
-        outputs = CaseOutputs(arrays_dir=self.run_path / "arrays", codebooks_dir=self.settings.codebooks_dir)
+        outputs = CaseOutputs(
+            arrays_dir=self.layout.folder / "arrays",
+            codebooks_dir=self.settings.codebooks_dir,
+            use_codec_cache=not self.settings.no_codec_cache,
+        )
         return run_case(case, ds, train_x, outputs, seed=self.settings.seed)
 
     def dataset_context(self, ds: LoadedDataset) -> dict[str, Any]:
@@ -90,6 +147,36 @@ class BenchSession:
         ds = self.pool.open(self.settings.dataset)
         if not keep_dataset:
             self.pool.release(ds.spec.name)
+        self.write_manifest(exit_status=None)
+        self._prepared = True
+
+    _prepared = False
+
+    def write_manifest(self, exit_status: int | None) -> None:
+        """What this process was asked to run and how it ended, for `vq-benchmark merge` to check shards."""
+        selection = self.selection or Selection((), ())
+        write_manifest(
+            self.layout.folder,
+            Manifest(
+                run_id=self.run_id,
+                shard_id=self.layout.shard_id,
+                num_shards=self.layout.num_shards,
+                shard_mode=self.settings.shard_mode,
+                case_ids=selection.selected,
+                n_cases_total=len(selection.all_ids),
+                case_list_sha256=selection.digest,
+                started_at=self.started_at,
+                finished_at=None if exit_status is None else utc_now(),
+                exit_status=exit_status,
+                host=socket.gethostname(),
+                git_commit=provenance().get("git_commit"),  # type: ignore[arg-type]
+                slurm={k: v for k, v in os.environ.items() if k in SLURM_VARS},
+                db=self.layout.manifest_db,
+                kind=self.layout.kind,
+                settings={k: (None if v is None else str(v)) for k, v in self._setting_values().items()},
+                all_case_ids=selection.all_ids,
+            ),
+        )
 
     def header_lines(self) -> list[str]:
         omp = os.environ.get("OMP_WAIT_POLICY", "(unset)")
@@ -97,7 +184,15 @@ class BenchSession:
             f"vq-benchmark run {self.run_id}; settings (option > env > ini > default):",
             *describe(self.settings),
             f"  faiss threads per process = {self.faiss_threads()}; OMP_WAIT_POLICY = {omp}",
+            *self._shard_lines(),
         ]
+
+    def _shard_lines(self) -> list[str]:
+        sel, layout = self.selection, self.layout
+        if layout.kind != "shard" or sel is None:
+            return []
+        n_all = len(sel.all_ids) if sel.all_ids != sel.selected or self.worker == "main" else "?"
+        return [f"shard {layout.shard_id}/{layout.num_shards}: {len(sel.selected)} of {n_all} cases -> {layout.folder}"]
 
     # -- rows ---------------------------------------------------------------------------------------------
     def _context(self, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -167,14 +262,21 @@ class BenchSession:
         return self.files.write(row)
 
     # -- after the last case ------------------------------------------------------------------------------
-    def finish(self) -> None:
+    def finish(self, exit_status: int) -> None:
+        """Write results.json and the final manifest, once the run got past its checks (never raises)."""
+        if not self._prepared:
+            return
         meta = {
             "run_id": self.run_id,
             "settings": {k: (None if v is None else str(v)) for k, v in self._setting_values().items()},
             "sources": dict(self.settings.sources),
-            "db_path": str(self.settings.db_path),
+            "db_path": str(self.layout.db_path),
         }
         self._finish_problem = self.files.finish(meta)
+        try:
+            self.write_manifest(exit_status)
+        except (OSError, ValueError, StoreError) as exc:
+            self._finish_problem = f"manifest not written: {exc}"
 
     def _setting_values(self) -> dict[str, Any]:
         return {name: self.settings.value(name) for name in self.settings.sources}
@@ -188,7 +290,7 @@ class BenchSession:
         if not rows:
             return []
         lines = [summary_table(rows)]
-        lines.append(f"SQLite: {self.settings.db_path}  (table results, run_id='{self.run_id}')")
+        lines.append(f"SQLite: {self.layout.db_path}  (table results, run_id='{self.run_id}')")
         lines.append(f"JSONL:  {self.files.jsonl_path}")
         lines.append(f"JSON:   {self.files.json_path}")
         if self._finish_problem:

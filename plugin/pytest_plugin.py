@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 CASE_FIXTURE = "vq_case"
 MEASURED_KEY = pytest.StashKey[dict]()
+RESUMED_KEY = pytest.StashKey[str]()
 CONTEXT_KEY = pytest.StashKey[dict]()
 WORKER_USAGE_MARK = "vq-benchmark usage error: "
 # How an xdist controller, which collects nothing itself, recognises the shipped case module in workers' ids.
@@ -36,8 +37,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for s in SETTINGS:
         env = " / ".join(s.env)
         default = f"default: {s.default}" if s.default is not None else "no default"
-        group.addoption(s.option, dest=s.dest, default=None, help=f"{s.help} (env {env}; {default})")
+        help_text = f"{s.help} (env {env}; {default})"
+        if s.kind == "flag":  # a flag on the command line; env and ini take true/false words
+            group.addoption(s.option, dest=s.dest, action="store_const", const="true", default=None, help=help_text)
+        else:
+            group.addoption(s.option, dest=s.dest, default=None, help=help_text)
         parser.addini(s.ini, f"{s.help} (same as {s.option})", default="")
+    group.addoption(
+        "--vq-case",
+        dest="vq_case_ids",
+        action="append",
+        default=[],
+        metavar="CASE_ID",
+        help="run only this case id (repeatable; the rerun files of `vq-benchmark merge` hold these)",
+    )
 
 
 class _State:
@@ -77,13 +90,15 @@ class _State:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from vq_benchmark.plugin.bench_session import BenchSession
 
+        only = tuple(self.config.getoption("vq_case_ids") or ())
         if self.is_worker:
             winput = self.config.workerinput  # type: ignore[attr-defined]
             run_id = settings.run_id or winput["vq_run_id"]
-            self.bench = BenchSession(settings, run_id, winput["workerid"], int(winput.get("workercount", 1)))
+            workers = int(winput.get("workercount", 1))
+            self.bench = BenchSession(settings, run_id, winput["workerid"], workers, only_cases=only)
             self.bench.start_worker_watchdog()
         else:
-            self.bench = BenchSession(settings, settings.run_id or self.provisional_run_id())
+            self.bench = BenchSession(settings, settings.run_id or self.provisional_run_id(), only_cases=only)
         return self.bench
 
 
@@ -136,11 +151,31 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(CASE_FIXTURE, cases, ids=[c.case_id for c in cases])
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A settings/sweep/dataset-name problem found during collection is one usage-error line (exit code 4)."""
+    """After -k/-m: keep this process's cases (--vq-case, shard), longest first. A settings, sweep or
+    dataset-name problem found during collection is one usage-error line (exit code 4)."""
     state = _state(config)
     if state.usage_error and not state.is_worker:
         raise pytest.UsageError(state.usage_error)
+    if state.bench is None or not any(_case_of(i) for i in items):
+        return
+    keep, dropped = _usage(state, lambda: state.bench.select_items(items, _case_of))  # type: ignore[union-attr]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = keep
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """--vq-resume: a case with an ok row for the same data is skipped, naming that row's run."""
+    state = _state(item.config)
+    case = _case_of(item)
+    if state.bench is None or case is None:
+        return
+    reason = state.bench.resumed(case.case_id)
+    if reason is not None:
+        item.stash[RESUMED_KEY] = reason
+        pytest.skip(reason)
 
 
 def _case_of(item: pytest.Item) -> Case | None:
@@ -184,6 +219,7 @@ class _XdistController:
         state.controller_checked = True
         bench = _usage(state, state.activate)
         _usage(state, bench.cases)
+        bench.note_collected([m["case"] for i in ids if (m := _CASE_NODEID.search(i))])
         _usage(state, lambda: bench.prepare(keep_dataset=False))
         reporter = self.state.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -199,8 +235,12 @@ class _XdistController:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
-        if self.state.bench is not None and error is not None:
-            self.state.bench.note_worker_down(node)
+        bench = self.state.bench
+        if bench is None:
+            return
+        if error is not None:
+            bench.note_worker_down(node)
+        bench.note_worker_selection(getattr(node, "workeroutput", {}).get("vq_selection"))
 
 
 @pytest.fixture(scope="session")
@@ -241,8 +281,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     state = _state(item.config)
     case = _case_of(item)
-    if state.bench is None or case is None:
-        return report
+    if state.bench is None or case is None or RESUMED_KEY in item.stash:
+        return report  # a resumed case keeps the ok row it has: no new row
     if report.when == "call" or (report.when == "setup" and not report.passed):
         report.vq_row = state.bench.row_from_report(
             case,
@@ -252,6 +292,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             context=item.stash.get(CONTEXT_KEY, None),
         )
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker hands its selection (the case list before sharding) to the controller's manifest."""
+    state = _state(session.config)
+    if state.is_worker and state.bench is not None and state.bench.selection is not None:
+        sel = state.bench.selection
+        session.config.workeroutput["vq_selection"] = {"all_ids": list(sel.all_ids), "selected": list(sel.selected)}
 
 
 class _Recorder:
@@ -277,9 +325,13 @@ class _Recorder:
             report.longrepr = problem
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.state.bench is not None:
-            self.state.bench.finish()
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        bench = self.state.bench
+        if bench is None:
+            return
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and bench.layout.kind == "shard":
+            session.exitstatus = pytest.ExitCode.OK  # a shard left empty by balancing did its job
+        bench.finish(int(session.exitstatus))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         bench = self.state.bench

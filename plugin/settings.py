@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-Kind = Literal["str", "path", "int", "name"]
+Kind = Literal["str", "path", "int", "name", "flag", "choice"]
 
 INT64_MAX = 2**63 - 1  # the largest SQLite INTEGER; numpy's default_rng takes any non-negative int
 C_INT_MAX = 2**31 - 1  # faiss.omp_set_num_threads takes a C int
@@ -42,6 +42,7 @@ class Setting:
     help: str
     minimum: int | None = None
     maximum: int | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def option(self) -> str:
@@ -89,8 +90,43 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         C_INT_MAX,
     ),
-    Setting("run-id", ("VQ_RUN_ID",), None, "name", "run id shared by all shards (default: generated)"),
+    Setting(
+        "run-id",
+        ("VQ_RUN_ID",),
+        None,
+        "name",
+        "run id shared by all shards (default: slurm-<SLURM_ARRAY_JOB_ID> in a job array, else generated)",
+    ),
+    Setting(
+        "shard-id",
+        ("VQ_SHARD_ID",),
+        None,
+        "int",
+        "this process's shard, in [0, num-shards) (default in a job array: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)",
+        0,
+        C_INT_MAX - 1,
+    ),
+    Setting(
+        "num-shards",
+        ("VQ_NUM_SHARDS",),
+        None,
+        "int",
+        "how many shards split the selected cases (default in a job array: SLURM_ARRAY_TASK_COUNT)",
+        1,
+        C_INT_MAX,
+    ),
+    Setting(
+        "shard-mode",
+        ("VQ_SHARD_MODE",),
+        "cost",
+        "choice",
+        "cost: balance estimated cost, keeping datasets together; hash: stable when cases are added",
+        choices=("cost", "hash"),
+    ),
+    Setting("resume", ("VQ_RESUME",), "false", "flag", "skip cases that already have an ok row for this data"),
+    Setting("no-codec-cache", ("VQ_NO_CODEC_CACHE",), "false", "flag", "retrain codecs instead of loading them"),
 )
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 OUTPUT_DIRS = ("run-dir", "codebooks-dir", "cache-dir")  # checked by check_output_paths, after the db-path
 
@@ -111,6 +147,11 @@ class Settings:
     train_size: int
     threads: int
     run_id: str | None
+    shard_id: int | None
+    num_shards: int | None
+    shard_mode: str
+    resume: bool
+    no_codec_cache: bool
     sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()
 
@@ -177,11 +218,25 @@ def _to_name(setting: Setting, raw: str, source: str) -> str:
     return raw
 
 
+def _to_word(setting: Setting, raw: str, source: str) -> Any:
+    """A flag (true/false words) or one of a setting's choices."""
+    word = raw.strip().lower()
+    if setting.kind == "flag":
+        if word not in FLAG_WORDS:
+            raise _fail(setting, f"expected true or false (1/0, yes/no, on/off), got {_show(repr(raw))}", source)
+        return FLAG_WORDS[word]
+    if word not in setting.choices:
+        raise _fail(setting, f"expected one of {', '.join(setting.choices)}, got {_show(repr(raw))}", source)
+    return word
+
+
 def _convert(setting: Setting, raw: str, source: str, base: Path) -> Any:
     if setting.kind == "path":
         return _to_path(setting, raw, source, base)
     if setting.kind == "int":
         return _to_int(setting, raw, source)
+    if setting.kind in ("flag", "choice"):
+        return _to_word(setting, raw, source)
     return _to_name(setting, raw, source) if setting.kind == "name" else raw
 
 
@@ -197,6 +252,38 @@ def _candidates(
         yield environ[var], f"env {var}" + (f" (overrides {shadowed})" if shadowed else ""), False
     if (raw := ini.get(s.name)) not in (None, ""):
         yield str(raw), f"ini {s.ini}", True
+    if (fallback := _slurm_array_value(s.name, environ)) is not None:
+        yield fallback[0], fallback[1], False
+
+
+def _slurm_array_value(name: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """Inside a SLURM job array every task shares the array's job id and finds its shard from its task id."""
+    get = environ.get
+    if name == "run-id" and get("SLURM_ARRAY_JOB_ID"):
+        return f"slurm-{get('SLURM_ARRAY_JOB_ID')}", "env SLURM_ARRAY_JOB_ID"
+    if name == "num-shards" and get("SLURM_ARRAY_TASK_COUNT"):
+        return str(get("SLURM_ARRAY_TASK_COUNT")), "env SLURM_ARRAY_TASK_COUNT"
+    if name == "shard-id" and get("SLURM_ARRAY_TASK_ID"):
+        task, first = get("SLURM_ARRAY_TASK_ID", ""), get("SLURM_ARRAY_TASK_MIN") or "0"
+        if task.isdigit() and first.isdigit():
+            return str(int(task) - int(first)), "env SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
+    return None
+
+
+def _check_shards(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """A shard id without a count, or outside [0, count), would silently run the wrong cases."""
+    shard, count = values["shard_id"], values["num_shards"]
+    sid, num = BY_NAME["shard-id"], BY_NAME["num-shards"]
+    if shard is None and count is not None and count > 1:
+        raise _fail(sid, f"is needed with --vq-num-shards {count}", sources["num-shards"])
+    if shard is not None and count is None:
+        raise _fail(num, f"is needed with --vq-shard-id {shard}", sources["shard-id"])
+    if shard is not None and count is not None and shard >= count:
+        raise _fail(
+            sid,
+            f"expected a shard in [0, {count}) (--vq-num-shards from {sources['num-shards']}), got {shard}",
+            sources["shard-id"],
+        )
 
 
 def _warnings(threads: int) -> tuple[str, ...]:
@@ -225,6 +312,7 @@ def resolve_settings(
         base = (ini_dir or cwd) if from_ini else cwd
         values[s.field] = None if raw is None else _convert(s, raw, source, base)
         sources[s.name] = source
+    _check_shards(values, sources)
     return Settings(**values, sources=MappingProxyType(sources), warnings=_warnings(values["threads"]))
 
 

@@ -146,7 +146,7 @@ def test_collect_only_lists_cases_without_touching_vectors(pytester: pytest.Pyte
 
 def test_k_filter_selects_cases(pytester: pytest.Pytester, tmp_path: Path) -> None:
     ids = _collected(pytester, "--vq-dataset=dummy", "-k", "pq-M16", *_out_args(tmp_path))
-    assert ids == ["dummy-pq-M16-nbits8", "dummy-opq-M16-nbits8"]
+    assert ids == ["dummy-opq-M16-nbits8", "dummy-pq-M16-nbits8"]  # longest first
 
 
 def _error_run(pytester: pytest.Pytester, *args: str):

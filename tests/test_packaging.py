@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "plugin", "fixtures", "vq_cases", "reports")
+SOURCES = ("pyproject.toml", "README.md", "plugin", "fixtures", "vq_cases", "reports", "slurm")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -63,8 +63,10 @@ def test_wheel_installs_beside_testing_cabal_fixtures_and_uninstalls_cleanly(whe
         "fixtures",
         "plugin",
         "reports",
+        "slurm",
         "vq_cases",
     ]
+    assert (site / "vq_benchmark" / "slurm" / "benchmark_array.sbatch").is_file()  # submit renders these
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -53,6 +53,10 @@ def raw_value(s: Setting, level: str) -> str:
         return str(base + 10 + LEVELS.index(level))
     if s.kind == "path":
         return f"from-{level}/{s.name}"
+    if s.kind == "flag":
+        return {"option": "true", "env": "0", "ini": "On"}[level]
+    if s.kind == "choice":
+        return s.choices[LEVELS.index(level) % len(s.choices)]
     return f"{s.name}-from-{level}"
 
 
@@ -61,11 +65,31 @@ def expected_value(s: Setting, raw: str, base: Path) -> object:
         return int(raw)
     if s.kind == "path":
         return base / raw
+    if s.kind == "flag":
+        return raw.lower() in ("true", "1", "on", "yes")
     return raw
 
 
+def _is_set(name: str, options: dict, environ: dict, ini: dict) -> bool:
+    return any(
+        v not in (None, "") for v in (options.get(name), ini.get(name), *(environ.get(e) for e in BY_NAME[name].env))
+    )
+
+
+def _shard_companion(options: dict, environ: dict, ini: dict) -> dict:
+    """A shard id needs a shard count and vice versa: tests of one of them get the other at the ini level."""
+    ini = dict(ini)
+    if _is_set("shard-id", options, environ, ini) and not _is_set("num-shards", options, environ, ini):
+        ini["num-shards"] = str(BY_NAME["num-shards"].maximum)
+    if _is_set("num-shards", options, environ, ini) and not _is_set("shard-id", options, environ, ini):
+        ini["shard-id"] = "0"
+    return ini
+
+
 def resolve(options=None, environ=None, ini=None, *, cwd: Path = CWD, ini_dir: Path | None = INI_DIR) -> Settings:
-    return resolve_settings(options or {}, environ or {}, ini or {}, cwd=cwd, ini_dir=ini_dir)
+    options, environ = options or {}, environ or {}
+    ini = _shard_companion(options, environ, ini or {})
+    return resolve_settings(options, environ, ini, cwd=cwd, ini_dir=ini_dir)
 
 
 def at_level(setting: Setting, level: str, raw: str) -> tuple[dict, str]:
@@ -99,8 +123,8 @@ def test_settings_table_is_consistent():
         assert s.dest == s.ini == "vq_" + s.name.replace("-", "_")
         assert s.env and s.env[0] == "VQ_" + s.name.replace("-", "_").upper(), s.name
         if s.kind == "int":
-            assert s.minimum is not None and s.maximum is not None
-            assert s.default is not None and s.minimum <= int(s.default) <= s.maximum <= INT64_MAX
+            assert s.minimum is not None and s.maximum is not None and s.maximum <= INT64_MAX
+            assert s.default is None or s.minimum <= int(s.default) <= s.maximum
 
 
 def test_settings_fields_are_exactly_the_table():
@@ -748,3 +772,60 @@ def test_describe_keeps_each_value_on_one_line():
     lines = describe(resolve({"dataset": "two\nlines"}))
     assert len(lines) == len(SETTINGS)
     assert "= 'two\\nlines'  [option --vq-dataset]" in lines[0]
+
+
+# ---------------------------------------------------------------- shards, SLURM arrays, flags
+
+SLURM_ARRAY = {
+    "SLURM_ARRAY_JOB_ID": "4242",
+    "SLURM_ARRAY_TASK_ID": "7",
+    "SLURM_ARRAY_TASK_MIN": "5",
+    "SLURM_ARRAY_TASK_COUNT": "4",
+}
+
+
+def test_slurm_array_gives_shard_and_run_id():
+    s = resolve(environ=SLURM_ARRAY)
+    assert (s.shard_id, s.num_shards, s.run_id) == (2, 4, "slurm-4242")
+    assert s.sources["shard-id"] == "env SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
+    assert s.sources["num-shards"] == "env SLURM_ARRAY_TASK_COUNT"
+    assert s.sources["run-id"] == "env SLURM_ARRAY_JOB_ID"
+
+
+def test_explicit_shard_settings_win_over_the_array():
+    s = resolve({"shard-id": "0", "num-shards": "2", "run-id": "mine"}, SLURM_ARRAY)
+    assert (s.shard_id, s.num_shards, s.run_id) == (0, 2, "mine")
+    assert s.sources["shard-id"] == "option --vq-shard-id"
+
+
+def test_outside_an_array_nothing_is_sharded():
+    s = resolve()
+    assert (s.shard_id, s.num_shards, s.run_id, s.shard_mode) == (None, None, None, "cost")
+
+
+@pytest.mark.parametrize(
+    ("options", "named", "words"),
+    [
+        ({"shard-id": "3", "num-shards": "3"}, "--vq-shard-id", "expected a shard in [0, 3)"),
+        ({"shard-id": "1"}, "--vq-num-shards", "is needed with --vq-shard-id 1"),
+        ({"num-shards": "4"}, "--vq-shard-id", "is needed with --vq-num-shards 4"),
+        ({"num-shards": "0", "shard-id": "0"}, "--vq-num-shards", "expected >= 1"),
+        ({"shard-mode": "random"}, "--vq-shard-mode", "expected one of cost, hash"),
+        ({"resume": "maybe"}, "--vq-resume", "expected true or false"),
+    ],
+)
+def test_bad_shard_settings_are_one_line(options: dict, named: str, words: str):
+    with pytest.raises(SettingError) as info:
+        resolve_settings(options, {}, {}, cwd=CWD)
+    msg = str(info.value)
+    assert msg.startswith(f"{named}: ") and words in msg and "\n" not in msg
+
+
+def test_single_shard_needs_no_id():
+    assert resolve_settings({"num-shards": "1"}, {}, {}, cwd=CWD).shard_id is None
+
+
+@given(word=st.sampled_from(["1", "true", "YES", "on", " On ", "0", "false", "No", "OFF"]))
+def test_flag_words(word: str):
+    s = resolve_settings({}, {"VQ_RESUME": word}, {}, cwd=CWD)
+    assert s.resume is (word.strip().lower() in ("1", "true", "yes", "on"))

@@ -1,0 +1,71 @@
+"""Where one process writes: a plain run, one shard of a sharded run, or a rerun of some cases of a sharded run.
+
+No two processes ever write one SQLite file (SQLite locking is unreliable on NFS/Lustre scratch): each shard and
+each rerun gets its own folder and database under `<run-dir>/<run_id>/`, and `vq-benchmark merge` joins them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from vq_benchmark.plugin.settings import Settings
+
+SLURM_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_JOB_NODELIST",
+)
+SHARD_DB = "results.db"
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # "run" (plain), "shard", or "rerun" (some cases of an existing run, run again by --vq-case)
+    folder: Path  # results.jsonl, results.json, arrays/, manifest.json
+    db_path: Path
+    shard_id: int
+    num_shards: int
+
+    @property
+    def manifest_db(self) -> str:
+        """The database as the manifest names it: relative when it sits in the manifest's folder."""
+        return self.db_path.name if self.db_path.parent == self.folder else str(self.db_path)
+
+
+def output_layout(settings: Settings, run_id: str, *, rerun: bool) -> Layout:
+    run_path = settings.run_dir / run_id
+    if settings.num_shards and settings.shard_id is not None and settings.num_shards > 1:
+        n, i = settings.num_shards, settings.shard_id
+        folder = run_path / f"shard-{i}-of-{n}"
+        return Layout("shard", folder, folder / SHARD_DB, i, n)
+    if rerun and ((run_path / "manifest.json").is_file() or any(run_path.glob("shard-*-of-*"))):
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = run_path / f"rerun-{stamp}"
+        return Layout("rerun", folder, folder / SHARD_DB, 0, 1)
+    return Layout("run", run_path, settings.db_path, 0, 1)
+
+
+def ok_rows_for(db_path: Path, fingerprint: str) -> dict[str, str]:
+    """case id -> run id of an ok row recorded for the same dataset fingerprint (what --vq-resume skips)."""
+    if not Path(db_path).is_file():
+        return {}
+    found: dict[str, str] = {}
+    with contextlib.suppress(sqlite3.Error):
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+        try:
+            rows = conn.execute(
+                "SELECT case_id, run_id FROM results WHERE status = 'ok' AND dataset_fingerprint = ? "
+                "ORDER BY created_at",
+                (fingerprint,),
+            ).fetchall()
+        finally:
+            conn.close()
+        found = {str(c): str(r) for c, r in rows}
+    return found

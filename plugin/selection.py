@@ -1,0 +1,76 @@
+"""Which collected cases this process runs, and in which order: `--vq-case`, the shard, longest first.
+
+Every process (plain session, each xdist worker, each SLURM array task) computes the same answer from the same
+inputs - the collected cases after `-k`/`-m`, the settings, and durations an earlier run recorded - so shards are
+disjoint and xdist workers collect identical lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vq_benchmark.plugin.settings import Settings
+from vq_benchmark.plugin.sharding import ShardItem, case_list_digest, estimate_cost, select_shard
+from vq_benchmark.vq_cases.sweep import Case
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The run's case list before sharding (in run order), this process's share of it, and its digest."""
+
+    all_ids: tuple[str, ...]
+    selected: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        return case_list_digest(self.all_ids)
+
+
+def recorded_durations(db_path: Path, exclude_run: str) -> dict[str, float]:
+    """Seconds each case took in earlier runs (latest ok row per case), read-only; empty when unavailable.
+
+    Rows of the current run are left out: they appear while it runs, and a process that starts later (a
+    replacement xdist worker, a throttled array task) must still order and shard the cases exactly as the
+    others did."""
+    if not Path(db_path).is_file():
+        return {}
+    out: dict[str, float] = {}
+    with contextlib.suppress(sqlite3.Error):
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = conn.execute(
+                "SELECT case_id, COALESCE(train_s, 0) + COALESCE(encode_s, 0) + COALESCE(search_s, 0) "
+                "FROM results WHERE status = 'ok' AND run_id != ? ORDER BY created_at",
+                (exclude_run,),
+            ).fetchall()
+        finally:
+            conn.close()
+        out = {str(cid): float(s) for cid, s in rows if s and s > 0}
+    return out
+
+
+def order_and_select(
+    cases: Sequence[Case], settings: Settings, history: Mapping[str, float], only: Sequence[str] = ()
+) -> Selection:
+    """Longest-first order (ties by id) over the cases left after `--vq-case`, then this process's shard."""
+    if only:
+        wanted = set(only)
+        cases = [c for c in cases if c.case_id in wanted]
+    items = [
+        ShardItem(
+            c.case_id,
+            c.dataset,
+            estimate_cost(c.method, dict(c.params), None, None, None, history=history, case_id=c.case_id),
+        )
+        for c in cases
+    ]
+    items.sort(key=lambda it: (it.group, -it.cost, it.case_id))
+    all_ids = tuple(it.case_id for it in items)
+    if not settings.num_shards or settings.shard_id is None:
+        return Selection(all_ids, all_ids)
+    chosen = select_shard(items, settings.shard_id, settings.num_shards, mode=settings.shard_mode)
+    return Selection(all_ids, tuple(chosen))
