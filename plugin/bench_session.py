@@ -28,6 +28,7 @@ from vq_benchmark.plugin.selection import Selection, order_and_select, recorded_
 from vq_benchmark.plugin.settings import SettingError, Settings, available_cores, check_output_paths, describe
 from vq_benchmark.reports.atomic import clean_stale_temps
 from vq_benchmark.reports.errors import ReportError
+from vq_benchmark.reports.jsonl import JsonlLog
 from vq_benchmark.reports.manifest import Manifest, write_manifest
 from vq_benchmark.reports.rows import make_row
 from vq_benchmark.reports.schema import Row
@@ -58,7 +59,7 @@ class BenchSession:
         self.settings, self.run_id, self.worker, self.n_workers = settings, run_id, worker, n_workers
         self.only_cases = only_cases
         self.pool = DatasetPool(settings.datasets_file, settings.data_dir, settings.cache_dir, gt_k=max(RECALL_KS))
-        self.layout = output_layout(settings, run_id, rerun=bool(only_cases))
+        self.layout = output_layout(settings, run_id, rerun_cases=only_cases)
         self.files = RunFiles(self.layout.db_path, self.layout.folder)
         self.selection: Selection | None = None
         self.started_at = utc_now()
@@ -256,6 +257,18 @@ class BenchSession:
             error=f"worker crashed: xdist worker {gateway} died while running this case ({how})",
             context=self._context({"worker": gateway}),
         )
+
+    def log_worker_row(self, row: Row) -> None:
+        """An xdist worker's own append-only log (`results-<gw>.jsonl`): its finished rows survive a killed
+        controller. Best effort: the controller records the row too, so a failure here loses nothing."""
+        try:
+            if self._worker_log is None:
+                self._worker_log = JsonlLog(self.layout.folder / f"results-{self.worker}.jsonl")
+            self._worker_log.append(row)
+        except (StoreError, OSError, ValueError, TypeError):
+            pass
+
+    _worker_log: JsonlLog | None = None
 
     def record(self, row: Row) -> str | None:
         """Persist one finished case at once; the text of a recording failure, or None."""

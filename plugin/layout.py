@@ -7,7 +7,7 @@ each rerun gets its own folder and database under `<run-dir>/<run_id>/`, and `vq
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +39,16 @@ class Layout:
         return self.db_path.name if self.db_path.parent == self.folder else str(self.db_path)
 
 
-def output_layout(settings: Settings, run_id: str, *, rerun: bool) -> Layout:
+def output_layout(settings: Settings, run_id: str, *, rerun_cases: tuple[str, ...] = ()) -> Layout:
     run_path = settings.run_dir / run_id
     if settings.num_shards and settings.shard_id is not None and settings.num_shards > 1:
         n, i = settings.num_shards, settings.shard_id
         folder = run_path / f"shard-{i}-of-{n}"
         return Layout("shard", folder, folder / SHARD_DB, i, n)
-    if rerun and ((run_path / "manifest.json").is_file() or any(run_path.glob("shard-*-of-*"))):
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        folder = run_path / f"rerun-{stamp}"
+    if rerun_cases and ((run_path / "manifest.json").is_file() or any(run_path.glob("shard-*-of-*"))):
+        # named by the cases, not the clock, so an xdist controller and its workers agree on the folder
+        digest = hashlib.sha256("\n".join(sorted(rerun_cases)).encode()).hexdigest()[:12]
+        folder = run_path / f"rerun-{digest}"
         return Layout("rerun", folder, folder / SHARD_DB, 0, 1)
     return Layout("run", run_path, settings.db_path, 0, 1)
 

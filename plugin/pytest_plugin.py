@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vq_benchmark.plugin.run_id import new_run_id
-from vq_benchmark.plugin.settings import SETTINGS, SettingError, Settings, resolve_settings
+from vq_benchmark.plugin.settings import SETTINGS, SettingError, Settings, available_cores, resolve_settings
 
 if TYPE_CHECKING:
     from vq_benchmark.plugin.bench_session import BenchSession
     from vq_benchmark.vq_cases.sweep import Case
 
 CASE_FIXTURE = "vq_case"
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MEASURED_KEY = pytest.StashKey[dict]()
 RESUMED_KEY = pytest.StashKey[str]()
 CONTEXT_KEY = pytest.StashKey[dict]()
@@ -95,6 +96,9 @@ class _State:
             winput = self.config.workerinput  # type: ignore[attr-defined]
             run_id = settings.run_id or winput["vq_run_id"]
             workers = int(winput.get("workercount", 1))
+            share = str(settings.threads or max(1, available_cores() // workers))
+            for var in BLAS_THREAD_VARS:  # numpy's BLAS (ground truth, scoring) shares the cores as faiss does
+                os.environ.setdefault(var, share)
             self.bench = BenchSession(settings, run_id, winput["workerid"], workers, only_cases=only)
             self.bench.start_worker_watchdog()
         else:
@@ -291,6 +295,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             measured=item.stash.get(MEASURED_KEY, None),
             context=item.stash.get(CONTEXT_KEY, None),
         )
+        if state.is_worker:
+            state.bench.log_worker_row(report.vq_row)
     return report
 
 

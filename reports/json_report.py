@@ -15,7 +15,7 @@ from typing import Any
 
 from vq_benchmark.reports.atomic import atomic_write_bytes, describe_os_error
 from vq_benchmark.reports.errors import ReportError, StoreError, one_line
-from vq_benchmark.reports.jsonl import latest_per_case, read_jsonl
+from vq_benchmark.reports.jsonl import latest_per_case, read_run_logs, run_logs
 from vq_benchmark.reports.schema import Row, check_row, stored_row
 
 FORMAT_VERSION = 1
@@ -44,7 +44,9 @@ def rebuild_json_report(run_path: Path, meta: dict[str, Any] | None = None) -> P
     """Recreate `<run_path>/results.json` from `<run_path>/results.jsonl` (last row per case wins, sorted by
     case_id) and return its path; for a session that died before writing its report."""
     run_path = Path(run_path)
-    rows = latest_per_case(read_jsonl(run_path / LOG_NAME))
+    if not run_logs(run_path):
+        raise ReportError(f"{run_path}: no {LOG_NAME} to rebuild {REPORT_NAME} from")
+    rows = latest_per_case(read_run_logs(run_path))
     if meta is None:
         run_ids = sorted({str(r.get("run_id")) for r in rows if r.get("run_id") is not None})
         meta = {"run_id": run_ids[0] if len(run_ids) == 1 else None, "rebuilt_from": LOG_NAME}

@@ -113,3 +113,20 @@ def latest_per_case(rows: Iterable[Row]) -> list[Row]:
     for row in rows:
         latest[str(row["case_id"])] = row
     return [latest[case_id] for case_id in sorted(latest)]
+
+
+WORKER_LOG_GLOB = "results-*.jsonl"  # one per xdist worker: its finished rows survive a killed controller
+
+
+def run_logs(folder: Path) -> list[Path]:
+    """The row logs of one run folder, lowest precedence first: the xdist workers' own, then the recorder's
+    `results.jsonl` (whose row for a case wins: it may have marked a case failed that the worker saw pass)."""
+    folder = Path(folder)
+    logs = sorted(p for p in folder.glob(WORKER_LOG_GLOB) if p.is_file())
+    main = folder / "results.jsonl"
+    return [*logs, main] if main.is_file() else logs
+
+
+def read_run_logs(folder: Path) -> list[Row]:
+    """Every logged row of a run folder, in precedence order (feed it to latest_per_case)."""
+    return [row for log in run_logs(folder) for row in read_jsonl(log)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from vq_benchmark.reports.atomic import atomic_write_bytes
 from vq_benchmark.reports.errors import ReportError, one_line
 from vq_benchmark.reports.json_report import LOG_NAME
-from vq_benchmark.reports.jsonl import read_jsonl
+from vq_benchmark.reports.jsonl import read_run_logs, run_logs
 from vq_benchmark.reports.manifest import (
     MANIFEST_NAME,
     SHARD_DIR,
@@ -302,24 +302,26 @@ def _shard_rows(shard: _Source, run_id: str, problems: list[str], notes: list[st
     wanted = set(shard.manifest.case_ids)
     if db_trouble is None and wanted <= rows.keys():
         return rows
-    if not log.is_file():
+    logs = run_logs(shard.path.parent)
+    if not logs:
         if db_trouble is not None and wanted:
             problems.append(f"unreadable file: {shard.label}: {db_trouble}, and there is no {log} to fall back on")
         return rows
     try:
-        logged = read_jsonl(log)
+        logged = read_run_logs(shard.path.parent)
     except ReportError as exc:
         what = db_trouble or f"{len(wanted - rows.keys())} selected case(s) not in {db}"
         problems.append(f"unreadable file: {shard.label}: {what}, and {one_line(exc)}")
         return rows
+    names = ", ".join(p.name for p in logs)
     from_log = {str(r["case_id"]): r for r in logged if r.get("run_id") == run_id}  # last row per case wins
     added = [c for c in from_log if c not in rows]
     for case_id in added:
         rows[case_id] = from_log[case_id]
     if db_trouble is not None:
-        notes.append(f"{shard.label}: {db_trouble}; read {len(from_log)} row(s) from {log}")
+        notes.append(f"{shard.label}: {db_trouble}; read {len(from_log)} row(s) from {names}")
     elif added:
-        notes.append(f"{shard.label}: {len(added)} row(s) not in {db} were read from {log}")
+        notes.append(f"{shard.label}: {len(added)} row(s) not in {db} were read from {names}")
     return rows
 
 
