@@ -21,11 +21,12 @@ from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.fixtures.registry import DatasetError
 from vq_benchmark.fixtures.session import DatasetPool
 from vq_benchmark.plugin.layout import SLURM_VARS, ok_rows_for, output_layout
+from vq_benchmark.plugin.output_paths import check_output_paths
 from vq_benchmark.plugin.provenance import provenance
 from vq_benchmark.plugin.recording import RunFiles
 from vq_benchmark.plugin.run_id import utc_now
 from vq_benchmark.plugin.selection import Selection, order_and_select, recorded_durations
-from vq_benchmark.plugin.settings import SettingError, Settings, available_cores, check_output_paths, describe
+from vq_benchmark.plugin.settings import SettingError, Settings, available_cores, describe
 from vq_benchmark.reports.atomic import clean_stale_temps
 from vq_benchmark.reports.errors import ReportError
 from vq_benchmark.reports.jsonl import JsonlLog

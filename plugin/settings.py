@@ -2,8 +2,8 @@
 
 The pytest plugin and the `vq-benchmark` command both resolve through `resolve_settings`, so a value means the
 same thing everywhere, and each value remembers where it came from (printed in the pytest header). Every value is
-checked here, and `check_output_paths` checks that results can be written, so a bad setting is one line before the
-first case rather than a traceback an hour into a run. Relative paths from an option or env var are taken from the
+checked here (and `plugin.output_paths` checks that results can be written), so a bad setting is one line before
+the first case rather than a traceback an hour into a run. Relative paths from an option or env var are taken from the
 current directory; from an ini key, from the directory of the ini file (so a pyproject can point at `data/` next
 to itself). Imports stay light: the pytest plugin imports this module in every pytest session.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -128,7 +127,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-OUTPUT_DIRS = ("run-dir", "codebooks-dir", "cache-dir")  # checked by check_output_paths, after the db-path
 
 
 @dataclass(frozen=True)
@@ -169,7 +167,7 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _show(value: object, limit: int = 200) -> str:
+def show_value(value: object, limit: int = 200) -> str:
     """A value as one short line: quoted when it holds control characters, cut when very long."""
     text = str(value)
     if len(text) > limit:
@@ -177,24 +175,24 @@ def _show(value: object, limit: int = 200) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _fail(setting: Setting, problem: str, source: str) -> SettingError:
+def setting_error(setting: Setting, problem: str, source: str) -> SettingError:
     return SettingError(f"{setting.option}: {problem} (from {source})")
 
 
-def _reason(exc: Exception) -> str:
+def os_reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "disk full"
-    return _show(getattr(exc, "strerror", None) or exc)
+    return show_value(getattr(exc, "strerror", None) or exc)
 
 
 def _to_path(setting: Setting, raw: str, source: str, base: Path) -> Path:
     if "\x00" in raw:
-        raise _fail(setting, f"{_show(raw)} contains a NUL byte", source)
+        raise setting_error(setting, f"{show_value(raw)} contains a NUL byte", source)
     try:
         path = Path(raw).expanduser()
     except (RuntimeError, KeyError, ValueError, OSError):  # pathlib raises RuntimeError for an unknown ~user
         why = "no such user" if raw[1:].split("/", 1)[0] else "no home directory (HOME is unset)"
-        raise _fail(setting, f"cannot expand {_show(repr(raw))}: {why}", source) from None
+        raise setting_error(setting, f"cannot expand {show_value(repr(raw))}: {why}", source) from None
     return path if path.is_absolute() else base / path
 
 
@@ -202,11 +200,11 @@ def _to_int(setting: Setting, raw: str, source: str) -> int:
     try:
         value = int(raw)
     except ValueError:  # also for more digits than int() accepts
-        raise _fail(setting, f"expected an integer, got {_show(repr(raw))}", source) from None
+        raise setting_error(setting, f"expected an integer, got {show_value(repr(raw))}", source) from None
     if setting.minimum is not None and value < setting.minimum:
-        raise _fail(setting, f"expected >= {setting.minimum}, got {_show(value)}", source)
+        raise setting_error(setting, f"expected >= {setting.minimum}, got {show_value(value)}", source)
     if setting.maximum is not None and value > setting.maximum:
-        raise _fail(setting, f"expected <= {setting.maximum}, got {_show(value)}", source)
+        raise setting_error(setting, f"expected <= {setting.maximum}, got {show_value(value)}", source)
     return value
 
 
@@ -214,7 +212,7 @@ def _to_name(setting: Setting, raw: str, source: str) -> str:
     """A run id names a folder under --vq-run-dir, so it must never climb out of it or nest."""
     if len(raw) > NAME_MAX or ".." in raw or not NAME_RE.fullmatch(raw):
         expected = f"a name, not a path ([A-Za-z0-9][A-Za-z0-9_.-]*, at most {NAME_MAX} characters, no '..')"
-        raise _fail(setting, f"expected {expected}, got {_show(repr(raw))}", source)
+        raise setting_error(setting, f"expected {expected}, got {show_value(repr(raw))}", source)
     return raw
 
 
@@ -223,10 +221,14 @@ def _to_word(setting: Setting, raw: str, source: str) -> Any:
     word = raw.strip().lower()
     if setting.kind == "flag":
         if word not in FLAG_WORDS:
-            raise _fail(setting, f"expected true or false (1/0, yes/no, on/off), got {_show(repr(raw))}", source)
+            raise setting_error(
+                setting, f"expected true or false (1/0, yes/no, on/off), got {show_value(repr(raw))}", source
+            )
         return FLAG_WORDS[word]
     if word not in setting.choices:
-        raise _fail(setting, f"expected one of {', '.join(setting.choices)}, got {_show(repr(raw))}", source)
+        raise setting_error(
+            setting, f"expected one of {', '.join(setting.choices)}, got {show_value(repr(raw))}", source
+        )
     return word
 
 
@@ -275,11 +277,11 @@ def _check_shards(values: Mapping[str, Any], sources: Mapping[str, str]) -> None
     shard, count = values["shard_id"], values["num_shards"]
     sid, num = BY_NAME["shard-id"], BY_NAME["num-shards"]
     if shard is None and count is not None and count > 1:
-        raise _fail(sid, f"is needed with --vq-num-shards {count}", sources["num-shards"])
+        raise setting_error(sid, f"is needed with --vq-num-shards {count}", sources["num-shards"])
     if shard is not None and count is None:
-        raise _fail(num, f"is needed with --vq-shard-id {shard}", sources["shard-id"])
+        raise setting_error(num, f"is needed with --vq-shard-id {shard}", sources["shard-id"])
     if shard is not None and count is not None and shard >= count:
-        raise _fail(
+        raise setting_error(
             sid,
             f"expected a shard in [0, {count}) (--vq-num-shards from {sources['num-shards']}), got {shard}",
             sources["shard-id"],
@@ -316,60 +318,6 @@ def resolve_settings(
     return Settings(**values, sources=MappingProxyType(sources), warnings=_warnings(values["threads"]))
 
 
-def _in_the_way(path: Path) -> str:
-    """Why `path` cannot be a directory: the nearest existing ancestor-or-self that is not a directory."""
-    for p in (path, *path.parents):
-        if os.path.lexists(p):
-            return "" if p.is_dir() else f" (a file is in the way: {_show(p)})"
-    return ""
-
-
-def _check_dir(setting: Setting, path: Path, source: str, label: str) -> None:
-    """Create `path` if needed, then prove it takes files by writing one (root ignores mode bits)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise _fail(setting, f"{label} is not a directory{_in_the_way(path)}", source) from None
-    except (OSError, ValueError) as exc:
-        raise _fail(setting, f"{label} cannot be created ({_reason(exc)})", source) from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".vq-write-check-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise _fail(setting, f"{label} is not writable ({_reason(exc)})", source) from None
-
-
-def _check_db_file(setting: Setting, path: Path, source: str) -> None:
-    """An existing database must be a regular file SQLite can open for writing."""
-    try:
-        exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
-        if is_file:
-            with open(path, "r+b"):
-                pass
-    except (OSError, ValueError) as exc:
-        raise _fail(setting, f"{_show(path)} is not writable ({_reason(exc)})", source) from None
-    if is_dir:
-        raise _fail(setting, f"{_show(path)} is a directory, expected a database file", source)
-    if exists and not is_file:
-        raise _fail(setting, f"{_show(path)} is not a regular file", source)
-
-
-def check_output_paths(settings: Settings) -> None:
-    """Fail with one line before the first case, not after it trained, when a result could not be written.
-
-    Creates the output directories (and the database's directory) that do not exist yet.
-    """
-    db = BY_NAME["db-path"]
-    source = settings.sources[db.name]
-    _check_db_file(db, settings.db_path, source)
-    parent = settings.db_path.parent
-    _check_dir(db, parent, source, f"{_show(parent)} (directory of {_show(settings.db_path)})")
-    for name in OUTPUT_DIRS:
-        path = settings.value(name)
-        _check_dir(BY_NAME[name], path, settings.sources[name], _show(path))
-
-
 def read_pyproject_ini(directory: Path) -> tuple[dict[str, str], Path | None]:
     """The `vq_*` keys of `[tool.pytest.ini_options]` in the nearest pyproject.toml, for use outside pytest."""
     for d in (directory, *directory.parents):
@@ -396,6 +344,6 @@ def describe(settings: Settings) -> list[str]:
     lines = []
     for s in SETTINGS:
         value = settings.value(s.name)
-        shown = "(unset)" if value is None else _show(value, limit=4096)
+        shown = "(unset)" if value is None else show_value(value, limit=4096)
         lines.append(f"  {s.name:<{width}} = {shown}  [{settings.sources[s.name]}]")
     return lines + [f"  warning: {w}" for w in settings.warnings]

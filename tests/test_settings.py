@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vq_benchmark.plugin.output_paths as output_paths_module
 import vq_benchmark.plugin.settings as settings_module
+from vq_benchmark.plugin.output_paths import check_output_paths
 from vq_benchmark.plugin.settings import (
     BY_NAME,
     SETTINGS,
@@ -21,7 +23,6 @@ from vq_benchmark.plugin.settings import (
     SettingError,
     Settings,
     available_cores,
-    check_output_paths,
     describe,
     read_pyproject_ini,
     resolve_settings,
@@ -662,7 +663,7 @@ def test_disk_full_opening_the_database(tmp_path: Path, monkeypatch: pytest.Monk
     s = outputs(tmp_path)
     s.db_path.parent.mkdir()
     s.db_path.write_bytes(b"")
-    monkeypatch.setattr(settings_module, "open", _raise(errno.ENOSPC), raising=False)
+    monkeypatch.setattr(output_paths_module, "open", _raise(errno.ENOSPC), raising=False)
     assert f"{s.db_path} is not writable (disk full)" in output_error(s, "db-path")
 
 
