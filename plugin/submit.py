@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from vq_benchmark.plugin.run_id import new_run_id
 from vq_benchmark.plugin.settings import SettingError, read_pyproject_ini, resolve_settings
+from vq_benchmark.reports.atomic import atomic_write_bytes, describe_os_error
 
 USAGE_EXIT = 2
 TEMPLATES_ENV = "VQ_SLURM_TEMPLATES"
@@ -338,12 +339,13 @@ def _sbatch_exe() -> str:
 
 
 def write_scripts(plan: Plan) -> None:
-    plan.script_dir.mkdir(parents=True, exist_ok=True)
     for path, text in ((plan.array_path, plan.array_script), (plan.merge_path, plan.merge_script)):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
+        try:
+            plan.script_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, text.encode())
+            path.chmod(0o755)
+        except OSError as exc:
+            raise SubmitError(f"submit: {describe_os_error(path, exc)}") from None
 
 
 def submit(plan: Plan, sbatch: str) -> tuple[str, str]:

@@ -99,7 +99,12 @@ METRICS: tuple[Metric, ...] = (
 ARTIFACTS: tuple[Column, ...] = (
     Column("neighbors_path", "TEXT", "search result ids (.npy, n_queries x k) for recomputing any metric"),
     Column("distances_path", "TEXT", "search result distances (.npy, n_queries x k)"),
-    Column("codec_path", "TEXT", "trained (empty) codec written with faiss.write_index"),
+    Column(
+        "codec_path",
+        "TEXT",
+        "trained (empty) codec, faiss.serialize_index bytes written atomically to "
+        "<codebooks-dir>/<fingerprint>/<case_id>-<key>.faissindex (also the codec cache)",
+    ),
     Column(
         "codec_cached",
         "INTEGER",
