@@ -25,7 +25,7 @@ from vq_benchmark.plugin.output_paths import check_output_paths
 from vq_benchmark.plugin.provenance import provenance
 from vq_benchmark.plugin.recording import RunFiles
 from vq_benchmark.plugin.run_id import utc_now
-from vq_benchmark.plugin.selection import Selection, order_and_select, recorded_durations
+from vq_benchmark.plugin.selection import Selection, order_and_select, run_durations
 from vq_benchmark.plugin.settings import SettingError, Settings, available_cores, describe
 from vq_benchmark.reports.atomic import clean_stale_temps
 from vq_benchmark.reports.errors import ReportError
@@ -85,13 +85,16 @@ class BenchSession:
     def case(self, case_id: str) -> Case | None:
         return next((c for c in self.cases() if c.case_id == case_id), None)
 
-    def select_items(self, items: list[Any], case_of: Any) -> tuple[list[Any], list[Any]]:
-        """Split collected items into (kept, deselected): `--vq-case`, then this shard; cases longest first."""
+    def select_items(self, items: list[Any], case_of: Any, *, freeze: bool = True) -> tuple[list[Any], list[Any]]:
+        """Split collected items into (kept, deselected): `--vq-case`, then this shard; cases longest first.
+        `freeze=False` (--collect-only) leaves no durations snapshot behind."""
         by_id = {c.case_id: (item, c) for item in items if (c := case_of(item)) is not None}
         unknown = sorted(set(self.only_cases) - set(by_id))
-        if unknown and not by_id:
-            raise SettingError(f"--vq-case: no collected case is named {', '.join(unknown[:5])}")
-        history = recorded_durations(self.settings.db_path, exclude_run=self.run_id)
+        if unknown and self.worker == "main":  # a typo would otherwise just run nothing
+            raise SettingError(
+                f"--vq-case: {', '.join(unknown[:5])} is not a collected case (see pytest vq_cases --collect-only)"
+            )
+        history = run_durations(self.run_path, self.settings.db_path, self.run_id, freeze=freeze)
         self.selection = order_and_select([c for _, c in by_id.values()], self.settings, history, self.only_cases)
         chosen = [by_id[cid][0] for cid in self.selection.selected]
         chosen_set = set(self.selection.selected)
@@ -104,22 +107,34 @@ class BenchSession:
         with the workers' output at the end)."""
         if self.selection is None:
             self.selection = Selection(tuple(case_ids), tuple(case_ids))
+            self._controller_view = True
 
     def note_worker_selection(self, info: Any) -> None:
         if isinstance(info, dict) and "all_ids" in info:
             self.selection = Selection(tuple(info["all_ids"]), tuple(info["selected"]))
 
-    def resumed(self, case_id: str) -> str | None:
-        """With --vq-resume: why this case need not run again (an ok row for the same data), else None."""
+    def resumed(self, case_id: str) -> tuple[str, Row | None] | None:
+        """With --vq-resume: why this case need not run again (an ok row for the same data), and the row to record
+        for it in this run when the old row lives in another database (a shard's own), so a merge of this run
+        finds every case; None when the case must run."""
         if not self.settings.resume:
             return None
         if self._resumed is None:
             fingerprint = self.pool.open(self.settings.dataset).fingerprint
             self._resumed = {}
             for db in dict.fromkeys((self.settings.db_path, self.layout.db_path)):  # a merged db, this shard's
-                self._resumed.update(ok_rows_for(db, fingerprint))
-        run = self._resumed.get(case_id)
-        return None if run is None else f"resumed: an ok row for this case and data exists in run {run}"
+                self._resumed.update({c: (db, r) for c, r in ok_rows_for(db, fingerprint).items()})
+        found = self._resumed.get(case_id)
+        if found is None:
+            return None
+        db, old = found
+        reason = f"resumed: an ok row for this case and data exists in run {old['run_id']}"
+        if db == self.layout.db_path:
+            return reason, None
+        note = "; ".join(filter(None, [old.get("notes"), f"resumed: measured in run {old['run_id']}"]))
+        copy = {k: v for k, v in old.items() if v is not None}
+        copy.update(run_id=self.run_id, worker=self.worker, notes=note, created_at=utc_now())
+        return reason, copy
 
     def run(self, case: Case, ds: LoadedDataset, train_x) -> dict[str, Any]:
         outputs = CaseOutputs(
@@ -137,7 +152,7 @@ class BenchSession:
     def run_path(self) -> Path:
         return self.settings.run_dir / self.run_id
 
-    def prepare(self, *, keep_dataset: bool = True) -> None:
+    def prepare(self, *, keep_dataset: bool = True, open_dataset: bool = True) -> None:
         """Check every output path, clear temp files of killed runs, open the database and the run's files,
         and open the dataset: each problem raises one of `usage_errors` before any case runs. An xdist
         controller runs no case, so it validates the dataset (and caches its ground truth for the workers)
@@ -146,9 +161,10 @@ class BenchSession:
         for directory in (self.settings.run_dir, self.settings.codebooks_dir, self.settings.cache_dir):
             clean_stale_temps(directory)
         self.files.open()
-        ds = self.pool.open(self.settings.dataset)
-        if not keep_dataset:
-            self.pool.release(ds.spec.name)
+        if open_dataset:
+            ds = self.pool.open(self.settings.dataset)
+            if not keep_dataset:
+                self.pool.release(ds.spec.name)
         self.write_manifest(exit_status=None)
         self._prepared = True
 
@@ -193,8 +209,10 @@ class BenchSession:
         sel, layout = self.selection, self.layout
         if layout.kind != "shard" or sel is None:
             return []
-        n_all = len(sel.all_ids) if sel.all_ids != sel.selected or self.worker == "main" else "?"
-        return [f"shard {layout.shard_id}/{layout.num_shards}: {len(sel.selected)} of {n_all} cases -> {layout.folder}"]
+        of = "" if self._controller_view else f" of {len(sel.all_ids)}"  # an xdist controller sees its share only
+        return [f"shard {layout.shard_id}/{layout.num_shards}: {len(sel.selected)}{of} cases -> {layout.folder}"]
+
+    _controller_view = False
 
     # -- rows ---------------------------------------------------------------------------------------------
     def _context(self, extra: dict[str, Any] | None) -> dict[str, Any]:

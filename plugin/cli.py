@@ -56,9 +56,10 @@ def _cmd_precompute_gt(args: argparse.Namespace) -> int:
 
 def _cmd_rebuild_json(args: argparse.Namespace) -> int:
     from vq_benchmark.reports.json_report import rebuild_json_report
+    from vq_benchmark.reports.jsonl import run_logs
 
     for run_dir in args.run_dirs:
-        if not (Path(run_dir) / "results.jsonl").is_file():
+        if not run_logs(Path(run_dir)):
             raise SettingError(f"rebuild-json: {run_dir} holds no results.jsonl (expected a <run-dir>/<run_id> folder)")
         print(rebuild_json_report(Path(run_dir)))
     return 0

@@ -53,20 +53,20 @@ def output_layout(settings: Settings, run_id: str, *, rerun_cases: tuple[str, ..
     return Layout("run", run_path, settings.db_path, 0, 1)
 
 
-def ok_rows_for(db_path: Path, fingerprint: str) -> dict[str, str]:
-    """case id -> run id of an ok row recorded for the same dataset fingerprint (what --vq-resume skips)."""
+def ok_rows_for(db_path: Path, fingerprint: str) -> dict[str, dict]:
+    """case id -> the latest ok row recorded for the same dataset fingerprint (what --vq-resume skips)."""
     if not Path(db_path).is_file():
         return {}
-    found: dict[str, str] = {}
+    found: dict[str, dict] = {}
     with contextlib.suppress(sqlite3.Error):
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+        conn.row_factory = sqlite3.Row
         try:
             rows = conn.execute(
-                "SELECT case_id, run_id FROM results WHERE status = 'ok' AND dataset_fingerprint = ? "
-                "ORDER BY created_at",
+                "SELECT * FROM results WHERE status = 'ok' AND dataset_fingerprint = ? ORDER BY created_at",
                 (fingerprint,),
             ).fetchall()
         finally:
             conn.close()
-        found = {str(c): str(r) for c, r in rows}
+        found = {str(r["case_id"]): dict(r) for r in rows}
     return found

@@ -100,7 +100,7 @@ def _print_verdict(result: MergeResult) -> None:
     for word, ids in (("missing", result.missing), ("failed", result.failed)):
         if ids:
             print(f"{word}: {_listing(ids)}")
-    if result.missing_shards:
+    if result.missing_shards and not result.lost_cases_known:
         ids = ",".join(map(str, result.missing_shards))
         print(f"the cases of missing shard(s) {ids} are unknown here, so not in the rerun file: run those shards again")
     if result.ok and not result.failed:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 CASE_FIXTURE = "vq_case"
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MEASURED_KEY = pytest.StashKey[dict]()
-RESUMED_KEY = pytest.StashKey[str]()
+RESUMED_KEY = pytest.StashKey[tuple]()
 CONTEXT_KEY = pytest.StashKey[dict]()
 WORKER_USAGE_MARK = "vq-benchmark usage error: "
 # How an xdist controller, which collects nothing itself, recognises the shipped case module in workers' ids.
@@ -164,7 +164,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(state.usage_error)
     if state.bench is None or not any(_case_of(i) for i in items):
         return
-    keep, dropped = _usage(state, lambda: state.bench.select_items(items, _case_of))  # type: ignore[union-attr]
+    freeze = not config.option.collectonly
+    keep, dropped = _usage(state, lambda: state.bench.select_items(items, _case_of, freeze=freeze))  # type: ignore
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = keep
@@ -176,10 +177,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     case = _case_of(item)
     if state.bench is None or case is None:
         return
-    reason = state.bench.resumed(case.case_id)
-    if reason is not None:
-        item.stash[RESUMED_KEY] = reason
-        pytest.skip(reason)
+    resumed = state.bench.resumed(case.case_id)
+    if resumed is not None:
+        item.stash[RESUMED_KEY] = resumed
+        pytest.skip(resumed[0])
 
 
 def _case_of(item: pytest.Item) -> Case | None:
@@ -194,13 +195,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = _state(config)
     if state.bench is None or state.is_worker or config.option.collectonly:
         return
+    bench = state.bench
     if any(_case_of(i) for i in session.items):
-        _usage(state, lambda: state.bench.prepare())  # type: ignore[union-attr]
+        _usage(state, bench.prepare)
+    elif bench.layout.kind == "shard":  # an empty shard still reports in, so merge sees every shard
+        _usage(state, lambda: bench.prepare(open_dataset=False))
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
     state = _state(config)
-    if state.bench is None or state.is_worker or not any(_case_of(i) for i in items):
+    if state.bench is None or state.is_worker:
+        return []
+    if not any(_case_of(i) for i in items) and state.bench.layout.kind != "shard":
         return []
     return state.bench.header_lines()
 
@@ -285,8 +291,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     state = _state(item.config)
     case = _case_of(item)
-    if state.bench is None or case is None or RESUMED_KEY in item.stash:
-        return report  # a resumed case keeps the ok row it has: no new row
+    if state.bench is None or case is None:
+        return report
+    if RESUMED_KEY in item.stash:  # the ok row stands; it is copied into this run only from another database
+        copied = item.stash[RESUMED_KEY][1]
+        if copied is not None and report.when == "setup":
+            report.vq_row = copied
+        return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
         report.vq_row = state.bench.row_from_report(
             case,

@@ -8,6 +8,7 @@ disjoint and xdist workers collect identical lists.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ from pathlib import Path
 
 from vq_benchmark.plugin.settings import Settings
 from vq_benchmark.plugin.sharding import ShardItem, case_list_digest, estimate_cost, select_shard
+from vq_benchmark.reports.atomic import atomic_write_bytes
 from vq_benchmark.vq_cases.sweep import Case
+
+DURATIONS_NAME = "durations.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,23 @@ def recorded_durations(db_path: Path, exclude_run: str) -> dict[str, float]:
             conn.close()
         out = {str(cid): float(s) for cid, s in rows if s and s > 0}
     return out
+
+
+def run_durations(run_path: Path, db_path: Path, run_id: str, *, freeze: bool) -> dict[str, float]:
+    """The durations this run orders and shards by, frozen in `<run>/durations.json` by the first process that
+    needs them: a shard resubmitted later, or a replacement xdist worker, must split the cases exactly as the
+    first processes did, whatever other runs wrote to the database since (`freeze=False` only reads)."""
+    snapshot = Path(run_path) / DURATIONS_NAME
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(snapshot.read_text())
+        if isinstance(data, dict) and all(isinstance(v, int | float) for v in data.values()):
+            return {str(k): float(v) for k, v in data.items()}
+    history = recorded_durations(db_path, exclude_run=run_id)
+    if freeze:
+        with contextlib.suppress(OSError):
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(snapshot, json.dumps(history, sort_keys=True).encode())
+    return history
 
 
 def order_and_select(

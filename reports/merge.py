@@ -54,6 +54,7 @@ class MergeResult:
     missing_shards: tuple[int, ...] = ()  # their cases are unknown, so `missing` cannot list them
     reruns_merged: int = 0
     settings: Mapping[str, str | None] = field(default_factory=dict)  # the run's settings, from its manifest
+    lost_cases_known: bool = False  # the manifests list the full case list, so a lost shard's cases are named
 
     @property
     def rows_written(self) -> int:
@@ -142,6 +143,7 @@ def merge_runs(run_dirs: Sequence[Path], out_db: Path) -> MergeResult:
         tuple(absent),
         len(reruns),
         dict(shards[0].manifest.settings),
+        bool(shards[0].manifest.all_case_ids),
     )
 
 

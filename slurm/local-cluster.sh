@@ -7,7 +7,7 @@
 #
 # Works without systemd: the daemons are started directly and their PIDs recorded in $VQ_SLURM_STATE_DIR.
 # The recipe (linuxproc + task/none because cgroups fail in containers and drain the node; the node line from
-# `slurmd -C`; no slurmdbd) is the one measured in DESIGN.md.
+# `slurmd -C`; no slurmdbd) was measured on a 2-core Debian machine.
 #
 # Environment:
 #   FORCE=1                  overwrite an /etc/slurm/slurm.conf this script did not write

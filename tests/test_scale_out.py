@@ -122,3 +122,29 @@ def test_a_killed_sweep_resumes_to_one_ok_row_per_case(tmp_path: Path, workers: 
     assert {r["run_id"] for r in rows if r["case_id"] == "dummy-small-sq8" and r["status"] == "ok"} == {"second"}
     for log in (tmp_path / "runs").rglob("*.jsonl"):
         read_jsonl(log)  # no corrupt file (a torn last line is tolerated by design)
+
+
+def test_resumed_shards_copy_the_rows_they_skip_so_merge_is_complete(tmp_path: Path) -> None:
+    """A sharded run resumed against a database holding earlier ok rows: each shard records the skipped case's row
+    in its own database (noted), so the merged run has every case without measuring any again."""
+    first = _pytest(tmp_path, "--vq-run-id=earlier")
+    assert first.returncode == 0, first.stdout[-3000:]
+    for i in range(2):
+        proc = _pytest(tmp_path, f"--vq-shard-id={i}", "--vq-num-shards=2", "--vq-run-id=later", "--vq-resume")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert " passed" not in proc.stdout.splitlines()[-1]  # nothing measured again
+    exe = Path(sys.executable).with_name("vq-benchmark")
+    merged = tmp_path / "merged.db"
+    proc = subprocess.run(
+        [str(exe), "merge", str(tmp_path / "runs" / "later"), "--db", str(merged)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = _rows(merged)
+    assert {r["case_id"] for r in rows} == CASES and {r["run_id"] for r in rows} == {"later"}
+    assert all(r["status"] == "ok" and "resumed: measured in run earlier" in r["notes"] for r in rows)
+
+
+def test_an_unknown_case_id_is_a_usage_error(tmp_path: Path) -> None:
+    proc = _pytest(tmp_path, "--vq-case=dummy-small-sq9")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--vq-case: dummy-small-sq9 is not a collected case" in proc.stderr
