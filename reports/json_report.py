@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vq_benchmark.reports.atomic import atomic_write_bytes, describe_os_error
-from vq_benchmark.reports.errors import ReportError, StoreError, one_line
+from vq_benchmark.reports.errors import ReportError, StoreError, read_versioned_json
 from vq_benchmark.reports.jsonl import latest_per_case, read_run_logs, run_logs
 from vq_benchmark.reports.schema import Row, check_row, stored_row
 
@@ -58,19 +58,9 @@ def rebuild_json_report(run_path: Path, meta: dict[str, Any] | None = None) -> P
 def read_json_report(path: Path) -> dict[str, Any]:
     """Read a report back; raises ReportError (a ValueError) naming the file when it cannot be trusted."""
     where = f"JSON report {path}"
-    try:
-        doc = json.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise ReportError(f"{where}: cannot read ({one_line(exc.strerror or exc)})") from exc
-    except (ValueError, RecursionError) as exc:
-        raise ReportError(f"{where}: corrupt JSON ({one_line(exc, 120)})") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or "format_version" not in doc:
+    doc = read_versioned_json(path, where, "report", FORMAT_VERSION)
+    if not isinstance(doc.get("rows"), list):
         raise ReportError(f"{where}: not a vq-benchmark report (expected format_version, meta and a rows list)")
-    version = doc["format_version"]
-    if type(version) is not int or version < 1:
-        raise ReportError(f"{where}: format_version must be a positive integer, got {version!r:.40}")
-    if version > FORMAT_VERSION:
-        raise ReportError(f"{where}: written by a newer vq-benchmark (format {version} > {FORMAT_VERSION})")
     if not isinstance(doc.get("meta", {}), dict):
         raise ReportError(f"{where}: meta must be an object")
     try:

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from vq_benchmark.reports.atomic import atomic_write_bytes, describe_os_error
-from vq_benchmark.reports.errors import ReportError, StoreError, one_line
+from vq_benchmark.reports.errors import ReportError, StoreError, one_line, read_versioned_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -142,19 +142,7 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 def read_manifest(path: Path) -> Manifest:
     """Read a manifest back; ReportError (one line naming the file) when it cannot be trusted."""
     where = f"manifest {path}"
-    try:
-        doc = json.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise ReportError(f"{where}: cannot read ({one_line(exc.strerror or exc)})") from exc
-    except (ValueError, RecursionError) as exc:
-        raise ReportError(f"{where}: corrupt JSON ({one_line(exc, 120)})") from exc
-    if not isinstance(doc, dict) or "format_version" not in doc:
-        raise ReportError(f"{where}: not a vq-benchmark manifest (expected a JSON object with format_version)")
-    version = doc["format_version"]
-    if type(version) is not int or version < 1:
-        raise ReportError(f"{where}: format_version must be a positive integer, got {_short(version)}")
-    if version > FORMAT_VERSION:
-        raise ReportError(f"{where}: written by a newer vq-benchmark (format {version} > {FORMAT_VERSION})")
+    doc = read_versioned_json(path, where, "manifest", FORMAT_VERSION)
     missing = [k for k in _KEYS if k not in doc and k not in _OPTIONAL_KEYS]
     if missing:
         raise ReportError(f"{where}: not a complete vq-benchmark manifest (missing {', '.join(missing)})")
