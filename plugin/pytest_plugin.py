@@ -217,6 +217,16 @@ class _XdistController:
     def __init__(self, state: _State) -> None:
         self.state = state
 
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log):
+        """`-n N` (dist load): vq-benchmark cases go longest first to whichever worker is free; any other
+        collection is scheduled exactly as xdist's load scheduler does."""
+        if config.getvalue("dist") != "load":
+            return None
+        from vq_benchmark.plugin.xdist_scheduler import LongestFirstScheduling
+
+        return LongestFirstScheduling(config, log)
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:
         node.workerinput["vq_run_id"] = self.state.provisional_run_id()
