@@ -1,4 +1,5 @@
-"""End to end: `pytest vq_cases` in a subprocess, checked through the rows it leaves in SQLite and JSON."""
+"""End to end: `pytest vq_cases` in-process (pytester) or in a subprocess (the shared sweep, xdist), checked through
+the rows it leaves in SQLite and JSON."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _rows(db: Path) -> list[dict]:
 
 
 def _collected(pytester: pytest.Pytester, *args: str) -> list[str]:
-    res = pytester.runpytest_subprocess(CASES_DIR, "--collect-only", "-q", *args)
+    res = pytester.runpytest(CASES_DIR, "--collect-only", "-q", *args)
     assert res.ret == 0, res.stdout.str() + res.stderr.str()
     return [line.split("[", 1)[1].rstrip("]") for line in res.outlines if "::test_case[" in line]
 
@@ -53,7 +54,8 @@ def dummy_small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cwd = tmp / "work"
     cwd.mkdir()
     args = [sys.executable, "-m", "pytest", CASES_DIR, "--vq-dataset", "dummy-small", *_out_args(tmp)]
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    # half the base as training sample: the OPQ cases dominate the suite's time and train on all of it otherwise
+    proc = subprocess.run([*args, "--vq-train-size=1000"], cwd=cwd, capture_output=True, text=True, timeout=600)
     collect = subprocess.run([*args, "--collect-only", "-q"], cwd=cwd, capture_output=True, text=True, timeout=120)
     ids = [line.split("[", 1)[1].rstrip("]") for line in collect.stdout.splitlines() if "::test_case[" in line]
     return {"proc": proc, "tmp": tmp, "ids": ids, "rows": _rows(tmp / "out" / "bench.db")}
@@ -150,7 +152,7 @@ def test_k_filter_selects_cases(pytester: pytest.Pytester, tmp_path: Path) -> No
 
 
 def _error_run(pytester: pytest.Pytester, *args: str):
-    res = pytester.runpytest_subprocess(CASES_DIR, *args)
+    res = pytester.runpytest(CASES_DIR, *args)
     errors = [line for line in res.errlines + res.outlines if line.startswith("ERROR:")]
     return res, errors
 
@@ -199,7 +201,7 @@ def _npy_dataset(tmp_path: Path, gt_rows: int | None) -> Path:
 def _run_toy(pytester: pytest.Pytester, tmp_path: Path, gt_rows: int, *args: str) -> pytest.RunResult:
     dsfile = _npy_dataset(tmp_path, gt_rows=gt_rows)
     data_args = ["--vq-dataset=toy", f"--vq-datasets-file={dsfile}", f"--vq-data-dir={tmp_path / 'data'}"]
-    return pytester.runpytest_subprocess(CASES_DIR, *data_args, *args, *_out_args(tmp_path))
+    return pytester.runpytest(CASES_DIR, *data_args, *args, *_out_args(tmp_path))
 
 
 def test_ground_truth_with_wrong_shape_is_rejected(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -222,7 +224,7 @@ def test_user_npy_dataset_with_given_ground_truth(pytester: pytest.Pytester, tmp
 
 def test_env_selects_dataset_when_no_option(pytester: pytest.Pytester, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VQ_DATASET", "dummy-small")
-    res = pytester.runpytest_subprocess(CASES_DIR, "-k", "sq8", *_out_args(tmp_path))
+    res = pytester.runpytest(CASES_DIR, "-k", "sq8", *_out_args(tmp_path))
     assert res.ret == 0, res.stdout.str()
     res.stdout.fnmatch_lines(["*dataset*= dummy-small*[[]env VQ_DATASET[]]*"])
     (row,) = _rows(tmp_path / "out" / "bench.db")
@@ -230,9 +232,7 @@ def test_env_selects_dataset_when_no_option(pytester: pytest.Pytester, tmp_path:
 
 
 def test_xdist_workers_share_one_run_and_split_cores(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    res = pytester.runpytest_subprocess(
-        CASES_DIR, "--vq-dataset=dummy-small", "-n", "2", "-k", "sq", *_out_args(tmp_path)
-    )
+    res = pytester.runpytest(CASES_DIR, "--vq-dataset=dummy-small", "-n", "2", "-k", "sq", *_out_args(tmp_path))
     assert res.ret == 0, res.stdout.str()
     rows = _rows(tmp_path / "out" / "bench.db")
     assert sorted(r["case_id"] for r in rows) == ["dummy-small-sq4", "dummy-small-sq8", "dummy-small-sqfp16"]
@@ -248,9 +248,7 @@ def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester,
     """PQ with 2^16 centroids cannot train on 2,000 points: faiss raises; the row says so, later cases run."""
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('[[sweep]]\nmethod = "pq"\nM = [8]\nnbits = [16]\n\n[[sweep]]\nmethod = "sq8"\n')
-    res = pytester.runpytest_subprocess(
-        CASES_DIR, "--vq-dataset=dummy-small", f"--vq-sweep={sweep}", *_out_args(tmp_path)
-    )
+    res = pytester.runpytest(CASES_DIR, "--vq-dataset=dummy-small", f"--vq-sweep={sweep}", *_out_args(tmp_path))
     assert res.ret == pytest.ExitCode.TESTS_FAILED
     rows = {r["case_id"]: r for r in _rows(tmp_path / "out" / "bench.db")}
     failed = rows["dummy-small-pq-M8-nbits16"]
@@ -263,7 +261,7 @@ def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester,
 def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """A second session under the same run id (a resumed or split sweep) adds to the JSON report, loses nothing."""
     for subset in ("sq8", "sq4"):
-        res = pytester.runpytest_subprocess(
+        res = pytester.runpytest(
             CASES_DIR, "--vq-dataset=dummy-small", "--vq-run-id=resume-1", "-k", subset, *_out_args(tmp_path)
         )
         assert res.ret == 0, res.stdout.str()
@@ -275,12 +273,10 @@ def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp
 @pytest.mark.parametrize(
     ("make_args", "expected"),
     [
-        (lambda tmp: ["--vq-dataset=dummy-small", f"--vq-db-path={tmp}"], "--vq-db-path"),
-        (lambda tmp: ["--vq-dataset=dummy-small", "--vq-seed=-3"], "--vq-seed"),
-        (lambda tmp: ["--vq-dataset=nosuch"], "nosuch"),
-        (lambda tmp: ["--vq-dataset=dummy-small", "--vq-run-id=../up"], "--vq-run-id"),
+        (lambda tmp: ["--vq-dataset=dummy-small", f"--vq-db-path={tmp}"], "--vq-db-path"),  # found by the controller
+        (lambda tmp: ["--vq-dataset=dummy-small", "--vq-seed=-3"], "--vq-seed"),  # found by the workers too
     ],
-    ids=["db-is-directory", "seed", "dataset", "run-id"],
+    ids=["db-is-directory", "seed"],
 )
 def test_usage_errors_under_xdist_stop_before_any_case(
     pytester: pytest.Pytester, tmp_path: Path, make_args, expected: str

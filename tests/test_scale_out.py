@@ -150,15 +150,14 @@ def test_an_unknown_case_id_is_a_usage_error(tmp_path: Path) -> None:
     assert "--vq-case: dummy-small-sq9 is not a collected case" in proc.stderr
 
 
-@pytest.mark.parametrize("workers", ["2", "4"])
-def test_xdist_runs_every_case_once_and_starts_the_longest_on_different_workers(tmp_path: Path, workers: str) -> None:
+def test_xdist_runs_every_case_once_and_starts_the_longest_on_different_workers(tmp_path: Path) -> None:
     """Cases go longest first, one at a time, to whichever worker is free: the two longest (the PQ cases of the
-    sweep) never share a worker, and repeated runs record exactly one row per case."""
-    for run in ("a", "b"):
+    sweep) never share a worker, and repeated runs (-n 2 twice, -n 4) record exactly one row per case."""
+    for run, workers in (("a", "2"), ("b", "2"), ("c", "4")):
         proc = _pytest(tmp_path, "-n", workers, f"--vq-run-id={run}")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = _rows(tmp_path / "bench.db")
-    for run in ("a", "b"):
+    for run in ("a", "b", "c"):
         mine = [r for r in rows if r["run_id"] == run]
         assert sorted(r["case_id"] for r in mine) == sorted(CASES)
         by_case = {r["case_id"]: r["worker"] for r in mine}
