@@ -53,20 +53,22 @@ def output_layout(settings: Settings, run_id: str, *, rerun_cases: tuple[str, ..
     return Layout("run", run_path, settings.db_path, 0, 1)
 
 
-def ok_rows_for(db_path: Path, fingerprint: str) -> dict[str, dict]:
-    """case id -> the latest ok row recorded for the same dataset fingerprint (what --vq-resume skips)."""
+def query_read_only(db_path: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+    """Rows of a query on a results database opened read-only; empty when the file is absent or unreadable
+    (what an earlier run recorded is a hint for ordering and resuming, never a reason to fail)."""
     if not Path(db_path).is_file():
-        return {}
-    found: dict[str, dict] = {}
+        return []
     with contextlib.suppress(sqlite3.Error):
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
         conn.row_factory = sqlite3.Row
         try:
-            rows = conn.execute(
-                "SELECT * FROM results WHERE status = 'ok' AND dataset_fingerprint = ? ORDER BY created_at",
-                (fingerprint,),
-            ).fetchall()
+            return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
-        found = {str(r["case_id"]): dict(r) for r in rows}
-    return found
+    return []
+
+
+def ok_rows_for(db_path: Path, fingerprint: str) -> dict[str, dict]:
+    """case id -> the latest ok row recorded for the same dataset fingerprint (what --vq-resume skips)."""
+    sql = "SELECT * FROM results WHERE status = 'ok' AND dataset_fingerprint = ? ORDER BY created_at"
+    return {str(r["case_id"]): dict(r) for r in query_read_only(db_path, sql, (fingerprint,))}

@@ -30,7 +30,7 @@ RESUMED_KEY = pytest.StashKey[tuple]()
 CONTEXT_KEY = pytest.StashKey[dict]()
 WORKER_USAGE_MARK = "vq-benchmark usage error: "
 # How an xdist controller, which collects nothing itself, recognises the shipped case module in workers' ids.
-_CASE_NODEID = re.compile(r"(^|/)test_cases\.py::test_case\[(?P<case>[^\]]*)\]$")
+CASE_NODEID = re.compile(r"(^|/)test_cases\.py::test_case\[(?P<case>[^\]]*)\]$")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -234,12 +234,12 @@ class _XdistController:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         state = self.state
-        if state.controller_checked or not any(_CASE_NODEID.search(i) for i in ids):
+        if state.controller_checked or not any(CASE_NODEID.search(i) for i in ids):
             return
         state.controller_checked = True
         bench = _usage(state, state.activate)
         _usage(state, bench.cases)
-        bench.note_collected([m["case"] for i in ids if (m := _CASE_NODEID.search(i))])
+        bench.note_collected([m["case"] for i in ids if (m := CASE_NODEID.search(i))])
         _usage(state, lambda: bench.prepare(keep_dataset=False))
         reporter = self.state.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
@@ -342,7 +342,7 @@ class _Recorder:
             return
         row = getattr(report, "vq_row", None)
         if row is None and report.failed and report.when not in ("setup", "call", "teardown"):
-            match = _CASE_NODEID.search(report.nodeid)  # xdist's report for a case whose worker died
+            match = CASE_NODEID.search(report.nodeid)  # xdist's report for a case whose worker died
             row = bench.crash_row(match["case"], report) if match else None
         if row is None:
             return

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vq_benchmark.plugin.layout import query_read_only
 from vq_benchmark.plugin.settings import Settings
 from vq_benchmark.plugin.sharding import ShardItem, case_list_digest, estimate_cost, select_shard
 from vq_benchmark.reports.atomic import atomic_write_bytes
@@ -40,21 +40,13 @@ def recorded_durations(db_path: Path, exclude_run: str) -> dict[str, float]:
     Rows of the current run are left out: they appear while it runs, and a process that starts later (a
     replacement xdist worker, a throttled array task) must still order and shard the cases exactly as the
     others did."""
-    if not Path(db_path).is_file():
-        return {}
-    out: dict[str, float] = {}
-    with contextlib.suppress(sqlite3.Error):
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
-        try:
-            rows = conn.execute(
-                "SELECT case_id, COALESCE(train_s, 0) + COALESCE(encode_s, 0) + COALESCE(search_s, 0) "
-                "FROM results WHERE status = 'ok' AND run_id != ? ORDER BY created_at",
-                (exclude_run,),
-            ).fetchall()
-        finally:
-            conn.close()
-        out = {str(cid): float(s) for cid, s in rows if s and s > 0}
-    return out
+    rows = query_read_only(
+        db_path,
+        "SELECT case_id, COALESCE(train_s, 0) + COALESCE(encode_s, 0) + COALESCE(search_s, 0) AS s "
+        "FROM results WHERE status = 'ok' AND run_id != ? ORDER BY created_at",
+        (exclude_run,),
+    )
+    return {str(r["case_id"]): float(r["s"]) for r in rows if r["s"] and r["s"] > 0}
 
 
 def run_durations(run_path: Path, db_path: Path, run_id: str, *, freeze: bool) -> dict[str, float]:

@@ -10,12 +10,11 @@ finish the current one) - greedy longest-processing-time-first. Any other collec
 
 from __future__ import annotations
 
-import re
 from itertools import cycle
 
 from xdist.scheduler import LoadScheduling
 
-_CASE_NODEID = re.compile(r"(^|/)test_cases\.py::test_case\[[^\]]*\]$")
+from vq_benchmark.plugin.pytest_plugin import CASE_NODEID
 
 
 class LongestFirstScheduling(LoadScheduling):
@@ -38,4 +37,4 @@ class LongestFirstScheduling(LoadScheduling):
 
     def _holds_cases(self) -> bool:
         ids = next(iter(self.node2collection.values()), [])
-        return any(_CASE_NODEID.search(nodeid) for nodeid in ids)
+        return any(CASE_NODEID.search(nodeid) for nodeid in ids)
