@@ -77,20 +77,19 @@ def _env_with_plugin(tmp: Path, name: str, source: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(plugins)}
 
 
+def _run_with_plugin(tmp: Path, name: str, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A sweep on dummy-small in a subprocess, with the test plugin `name` (its `source`) loaded by -p."""
+    cmd = _pytest(*args, "-p", name, *_out_args(tmp))
+    env = _env_with_plugin(tmp, name, source)
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+
+
 def _pytest(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", CASES_DIR, "--vq-dataset=dummy-small", *args]
 
 
 def test_crashed_worker_case_gets_a_failed_row(tmp_path: Path) -> None:
-    env = _env_with_plugin(tmp_path, "crasher", CRASHER)
-    proc = subprocess.run(
-        _pytest("-n", "2", "-k", "sq", "-p", "crasher", *_out_args(tmp_path)),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_with_plugin(tmp_path, "crasher", CRASHER, "-n", "2", "-k", "sq")
     out = proc.stdout + proc.stderr
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out[-3000:]
     assert "INTERNALERROR" not in out
@@ -171,15 +170,7 @@ def test_stale_temp_files_of_killed_runs_are_cleaned(tmp_path: Path) -> None:
 
 
 def test_a_row_that_cannot_be_recorded_fails_its_case_only(tmp_path: Path) -> None:
-    env = _env_with_plugin(tmp_path, "failing_store", FAILING_STORE)
-    proc = subprocess.run(
-        _pytest("-k", "sq", "-p", "failing_store", *_out_args(tmp_path)),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_with_plugin(tmp_path, "failing_store", FAILING_STORE, "-k", "sq")
     out = proc.stdout + proc.stderr
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out[-3000:]
     assert "INTERNALERROR" not in out and "simulated disk full" in out
