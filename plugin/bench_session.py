@@ -59,7 +59,13 @@ class BenchSession:
     ) -> None:
         self.settings, self.run_id, self.worker, self.n_workers = settings, run_id, worker, n_workers
         self.only_cases = only_cases
-        self.pool = DatasetPool(settings.datasets_file, settings.data_dir, settings.cache_dir, gt_k=max(RECALL_KS))
+        self.pool = DatasetPool(
+            settings.datasets_file,
+            settings.data_dir,
+            settings.cache_dir,
+            gt_k=max(RECALL_KS),
+            limit=settings.dataset_limit,
+        )
         self.layout = output_layout(settings, run_id, rerun_cases=only_cases)
         self.files = RunFiles(self.layout.db_path, self.layout.folder)
         self.selection: Selection | None = None

@@ -63,6 +63,15 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("dataset", ("VQ_DATASET",), None, "str", "dataset to benchmark (see `vq-benchmark datasets`)"),
+    Setting(
+        "dataset-limit",
+        ("VQ_DATASET_LIMIT",),
+        None,
+        "int",
+        "benchmark on the first N base vectors only (ground truth is then computed for that prefix)",
+        1,
+        INT64_MAX,
+    ),
     Setting("datasets-file", ("VQ_DATASETS_FILE",), None, "path", "TOML file declaring user datasets"),
     Setting("data-dir", ("VQ_DATA_DIR",), "data", "path", "root for relative dataset paths"),
     Setting("cache-dir", ("VQ_CACHE_DIR",), ".vq-cache", "path", "where computed ground truth is cached"),
@@ -134,6 +143,7 @@ class Settings:
     """Every resolved setting; the fields are the names of `SETTINGS` (a test keeps the two in step)."""
 
     dataset: str | None
+    dataset_limit: int | None
     datasets_file: Path | None
     data_dir: Path
     cache_dir: Path

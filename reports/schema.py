@@ -55,7 +55,15 @@ IDENTITY: tuple[Column, ...] = (
         "TEXT",
         "faiss index_factory string of the codec; a Pad<d> prefix marks zero-padding (not factory syntax)",
     ),
-    Column("metric_type", "TEXT", "search metric: l2 or ip"),
+    Column(
+        "metric_type",
+        "TEXT",
+        "the dataset's metric: l2, ip or cosine (cosine = L2 search on unit vectors, as ann-benchmarks' angular)",
+    ),
+    Column("vector_dtype", "TEXT", "element type of the base file (float32, uint8, int8, ...)"),
+    Column(
+        "vector_bytes", "INTEGER", "bytes of one raw vector in the base file (what compression is measured against)"
+    ),
     Column("n_base", "INTEGER", "base vectors encoded"),
     Column("n_queries", "INTEGER", "queries searched"),
     Column("dim", "INTEGER", "vector dimension"),
@@ -66,7 +74,7 @@ IDENTITY: tuple[Column, ...] = (
 
 METRICS: tuple[Metric, ...] = (
     Metric("code_bytes", "INTEGER", "B", False, "bytes per encoded vector (faiss sa_code_size)"),
-    Metric("compression_ratio", "REAL", "x", True, "raw float32 bytes per vector / code bytes"),
+    Metric("compression_ratio", "REAL", "x", True, "vector_bytes (raw bytes per vector in its file) / code bytes"),
     Metric("mse", "REAL", "", False, "mean over base vectors of ||x - decode(encode(x))||^2"),
     Metric("relative_mse", "REAL", "", False, "mse / mean ||x||^2"),
     Metric("recall_at_1", "REAL", "", True, _K_RECALL),

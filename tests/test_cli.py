@@ -20,7 +20,7 @@ def test_datasets_lists_builtin_and_file_datasets(tmp_path: Path, capsys: pytest
     assert main(["datasets", "--datasets-file", str(dsfile)]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
-    assert set(lines) == {"dummy", "dummy-small", "glove-50d", "mine"}
+    assert set(lines) == {"dummy", "dummy-small", "glove-50d", "glove-50d-ip", "msmarco-sample", "mine"}
     assert lines["mine"][1] == "ip" and lines["dummy"][1] == "l2"
 
 

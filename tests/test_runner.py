@@ -68,9 +68,9 @@ def test_sq8_row_matches_independent_computation(small, tmp_path: Path) -> None:
     index = faiss.read_index(row["codec_path"])  # the trained, empty codec written by the runner
     assert index.ntotal == 0 and row["seed"] == 7
     recon = index.sa_decode(index.sa_encode(np.ascontiguousarray(ds.base)))
-    mse = float(((ds.base.astype(np.float64) - recon) ** 2).sum(axis=1).mean())
+    mse = float(((np.asarray(ds.base, dtype=np.float64) - recon) ** 2).sum(axis=1).mean())
     assert row["mse"] == pytest.approx(mse, rel=1e-9)
-    assert row["relative_mse"] == pytest.approx(mse / float((ds.base.astype(np.float64) ** 2).sum(1).mean()))
+    assert row["relative_mse"] == pytest.approx(mse / float((np.asarray(ds.base, dtype=np.float64) ** 2).sum(1).mean()))
     ids = np.load(row["neighbors_path"], allow_pickle=False)
     for k in (1, 10, 100):
         recall, one = recompute_recalls(ids, ds, k)
@@ -208,10 +208,14 @@ def test_code_larger_than_raw_vector_note(small) -> None:
     ds, _ = small
     u8 = np.clip(np.asarray(ds.base) * 20 + 128, 0, 255).astype(np.uint8)
     dists, ids = exact_knn(u8, ds.queries * 20 + 128, 100, "l2")
-    ds8 = dataclasses.replace(ds, base=u8, queries=ds.queries * 20 + 128, gt_ids=ids, gt_dists=dists)
+    ds8 = dataclasses.replace(
+        ds, base=u8, queries=ds.queries * 20 + 128, gt_ids=ids, gt_dists=dists, vector_bytes=0, vector_dtype=""
+    )
     row = run_case(Case("dummy-small", "sqfp16", ()), ds8, u8.astype(np.float32), CaseOutputs(None, None))
     assert row["notes"] == f"code (64 B) is larger than the raw vector ({ds.dim} B)"
-    assert row["compression_ratio"] == 2.0 and row["recall_at_10"] == 1.0
+    # a uint8 base is measured against its own bytes: 32 B per vector, 64 B per code
+    assert (row["vector_dtype"], row["vector_bytes"]) == ("uint8", ds.dim)
+    assert row["compression_ratio"] == 0.5 and row["recall_at_10"] == 1.0
 
 
 def test_sqfp16_beyond_float16_range_gives_inf_mse_without_raising(small) -> None:

@@ -83,7 +83,7 @@ def _training_notes(method: Method, params: Mapping[str, ParamValue], n_train: i
 
 def _size_notes(code_bytes: int, ds: LoadedDataset) -> list[str]:
     """A code larger than the raw vector compresses nothing; say so next to its recall."""
-    raw = ds.dim * ds.base.dtype.itemsize
+    raw = ds.vector_bytes
     return [f"code ({code_bytes} B) is larger than the raw vector ({raw} B)"] if code_bytes > raw else []
 
 
@@ -93,7 +93,7 @@ def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: Co
     search still leaves it for the next run."""
     method = METHODS[case.method]
     params = dict(case.params)
-    built = method.build(params, ds.dim, ds.spec.metric)
+    built = method.build(params, ds.dim, ds.search_metric)
     n_train = int(train_x.shape[0])
     notes = [*built.notes, *_training_notes(method, params, n_train)]
     null = dict(method.null_metrics)
@@ -134,8 +134,8 @@ def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
     codes = np.empty((ds.n_base, code_bytes), dtype=np.uint8)
     acc = MSEAccumulator()
     encode_s = 0.0
-    for start in range(0, ds.n_base, ENCODE_CHUNK_ROWS):
-        x = np.ascontiguousarray(ds.base[start : start + ENCODE_CHUNK_ROWS], dtype=np.float32)
+    for start, block in ds.base.blocks(ENCODE_CHUNK_ROWS):
+        x = np.ascontiguousarray(block, dtype=np.float32)
         t0 = time.perf_counter()
         chunk_codes = codec.encode(x)
         encode_s += time.perf_counter() - t0
@@ -179,4 +179,4 @@ def score(searched: Searched, ds: LoadedDataset) -> dict[str, float]:
     """The row's recalls by exact distance (ties credited, see docs/METRICS.md); depths that cannot be scored
     are left out (`recall_depths` gives their NULL reasons)."""
     ks, rs, _ = recall_depths(searched.k, ds)
-    return distance_recalls(ds.base, ds.queries, searched.ids, ds.gt_ids, ds.spec.metric, ks=ks, rs=rs)
+    return distance_recalls(ds.base, ds.queries, searched.ids, ds.gt_ids, ds.search_metric, ks=ks, rs=rs)
