@@ -246,7 +246,8 @@ class BenchSession:
             status, error = "ok", None
         elif report.skipped:
             longrepr = report.longrepr
-            status, error = "skipped", str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+            reason = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+            status, error = "skipped", reason.removeprefix("Skipped: ")  # pytest's prefix says nothing new
         else:
             status, error = "failed", error_text(excinfo)
         try:

@@ -284,11 +284,21 @@ def vq_dataset_pool(vq_session: BenchSession):
 
 @pytest.fixture
 def vq_run_case(request: pytest.FixtureRequest, vq_session: BenchSession, vq_dataset, vq_train_sample):
-    """Run the requested case and keep what it measured for its row; the test only asserts on the result."""
+    """Run the requested case and keep what it measured for its row; the test only asserts on the result.
+
+    A case whose parameters do not fit the dataset, or that would not fit in memory, is skipped with the reason."""
+    from vq_benchmark.vq_cases.case_check import case_skip_reason  # faiss: only once cases run
+    from vq_benchmark.vq_cases.methods import BUILD_ERRORS
 
     def run(case: Case) -> dict:
         request.node.stash[CONTEXT_KEY] = vq_session.dataset_context(vq_dataset)
-        measured = vq_session.run(case, vq_dataset, vq_train_sample)
+        reason = case_skip_reason(case, vq_dataset, int(vq_train_sample.shape[0]))
+        if reason is not None:
+            pytest.skip(reason)
+        try:
+            measured = vq_session.run(case, vq_dataset, vq_train_sample)
+        except BUILD_ERRORS as exc:  # a method's own one-line complaint (bad factory, broken quantizer)
+            pytest.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, pytrace=False)
         request.node.stash[MEASURED_KEY] = measured
         return measured
 

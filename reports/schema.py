@@ -64,6 +64,11 @@ IDENTITY: tuple[Column, ...] = (
     Column(
         "vector_bytes", "INTEGER", "bytes of one raw vector in the base file (what compression is measured against)"
     ),
+    Column(
+        "search_mode",
+        "TEXT",
+        "asymmetric (raw queries against codes) or decode-then-search (exact search over decoded vectors)",
+    ),
     Column("n_base", "INTEGER", "base vectors encoded"),
     Column("n_queries", "INTEGER", "queries searched"),
     Column("dim", "INTEGER", "vector dimension"),

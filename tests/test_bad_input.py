@@ -241,19 +241,24 @@ def test_non_finite_metric_fails_its_case_and_every_other_row_is_kept(
 def test_questionable_cases_carry_notes_in_row_and_summary(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """A code larger than the raw vector, a training sample far below the codec's need, and more threads than
     cores: nothing fails, but nothing is silent either."""
-    sweep = _garbage_file(tmp_path, "big.toml", b'[[sweep]]\nmethod = "pq"\nM = [64]\nnbits = [8]\n')
+    sweep = _garbage_file(
+        tmp_path,
+        "big.toml",
+        b'[[sweep]]\nmethod = "faiss"\nfactory = "RR64,SQ8"\n\n[[sweep]]\nmethod = "pq"\nM = [4]\nnbits = [8]\n',
+    )
     extra = _toy(tmp_path)
-    extra[extra.index("-k") + 1] = "pq"
+    extra[extra.index("-k") + 1] = "faiss or pq"
     threads = len(os.sched_getaffinity(0)) + 1  # a subprocess: the thread count must not leak into this one
     res = pytester.runpytest_subprocess(
         CASES_DIR, *_args(tmp_path), *extra, f"--vq-sweep={sweep}", f"--vq-threads={threads}"
     )
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.OK, out[-3000:]
-    (row,) = _db_rows(tmp_path / "out" / "bench.db").values()
-    assert row["code_bytes"] == 64 and row["compression_ratio"] == 0.5  # 64 B of codes for 32 B of float32
-    assert "code (64 B) is larger than the raw vector (32 B)" in row["notes"]
-    assert "far below" in row["notes"]
+    rows = _db_rows(tmp_path / "out" / "bench.db")
+    big, small_sample = rows["toy-faiss-factoryRR64.SQ8"], rows["toy-pq-M4-nbits8"]
+    assert big["code_bytes"] == 64 and big["compression_ratio"] == 0.5  # 64 B of codes for 32 B of float32
+    assert "code (64 B) is larger than the raw vector (32 B)" in big["notes"]
+    assert "far below" in small_sample["notes"]
     summary = out.split("vq-benchmark results")[-1]
     assert "larger than the raw vector" in summary and "far below" in summary
     assert f"warning: --vq-threads {threads} exceeds" in out

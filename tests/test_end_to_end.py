@@ -245,17 +245,34 @@ def test_xdist_workers_share_one_run_and_split_cores(pytester: pytest.Pytester, 
 
 
 def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """PQ with 2^16 centroids cannot train on 2,000 points: faiss raises; the row says so, later cases run."""
+    """A quantizer that raises fails its own case with one line; PQ with 2^16 centroids cannot train on 1,000
+    points, so it is skipped with the reason; the other cases run."""
+    (tmp_path / "broken.py").write_text(
+        "class Broken:\n"
+        "    def fit(self, x):\n"
+        "        raise RuntimeError('diverged')\n"
+        "    def compress(self, x):\n"
+        "        return x\n"
+        "    def decompress(self, c):\n"
+        "        return c\n"
+    )
     sweep = tmp_path / "sweep.toml"
-    sweep.write_text('[[sweep]]\nmethod = "pq"\nM = [8]\nnbits = [16]\n\n[[sweep]]\nmethod = "sq8"\n')
-    res = pytester.runpytest(CASES_DIR, "--vq-dataset=dummy-small", f"--vq-sweep={sweep}", *_out_args(tmp_path))
+    sweep.write_text(
+        '[[sweep]]\nmethod = "pq"\nM = [8]\nnbits = [16]\n\n[[sweep]]\nmethod = "sq8"\n\n'
+        '[[sweep]]\nmethod = "python"\nquantizer = "broken.py:Broken"\n'
+    )
+    res = pytester.runpytest(
+        CASES_DIR, "--vq-dataset=dummy-small", f"--vq-sweep={sweep}", "--vq-train-size=1000", *_out_args(tmp_path)
+    )
     assert res.ret == pytest.ExitCode.TESTS_FAILED
     rows = {r["case_id"]: r for r in _rows(tmp_path / "out" / "bench.db")}
-    failed = rows["dummy-small-pq-M8-nbits16"]
-    assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
-    assert failed["recall_at_10"] is None
+    (failed,) = [r for cid, r in rows.items() if "python" in cid]
+    assert failed["status"] == "failed" and "Broken" in failed["error"] and "diverged" in failed["error"]
+    assert "\n" not in failed["error"] and failed["recall_at_10"] is None
+    skipped = rows["dummy-small-pq-M8-nbits16"]
+    assert skipped["status"] == "skipped" and "1000" in skipped["error"] and "65536" in skipped["error"]
     assert rows["dummy-small-sq8"]["status"] == "ok"
-    res.stdout.fnmatch_lines(["*dummy-small-pq-M8-nbits16*failed*"])
+    res.stdout.fnmatch_lines(["*dummy-small-python*failed*"])
 
 
 def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp_path: Path) -> None:

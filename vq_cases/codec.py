@@ -3,12 +3,19 @@
 A codec is trained on a sample, encodes base vectors to fixed-size byte codes, decodes codes back to vectors
 (for distortion), holds codes for asymmetric search (raw float queries against codes), and reports its code
 size. Timing the encode separately from adding codes keeps `encode_s` about the quantizer, not index bookkeeping.
+
+Not every faiss index can be handed precomputed codes: `add_sa_codes` is unimplemented for the fast-scan
+layouts, and on IVF fast-scan indexes (IVFPQ/IVFRaBitQ fast-scan) faiss 1.15.1 accepts the call and then
+corrupts the heap or silently stores garbage. `FaissCodec` therefore picks a route per index type (see
+`add_route`): codes directly; codes through a non-fast-scan twin for flat PQ/RaBitQ fast-scan; or, where no
+faithful route exists, `adds_vectors` is True and the runner must call `add_vectors` with the base vectors.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
@@ -16,6 +23,18 @@ import numpy as np
 from vq_benchmark.reports.atomic import atomic_write_bytes
 
 FAISS_METRIC = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
+_FAISS_LOCATION = re.compile(r"^Error in .*? at \S+:\d+: (Error: )?")
+AddRoute = Literal["codes", "fastscan_twin", "vectors"]
+
+
+def faiss_message(exc: BaseException, limit: int = 200) -> str:
+    """faiss errors start with a C++ signature and source location: the part a user can act on, on one line."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return _FAISS_LOCATION.sub("", text)[:limit]
+
+
+class CodecError(ValueError):
+    """A codec that cannot do what the runner asked (train, decode, add codes), in one line naming the codec."""
 
 
 class CodecMismatch(ValueError):
@@ -24,7 +43,14 @@ class CodecMismatch(ValueError):
 
 
 class Codec(Protocol):
-    """What the case runner needs from a quantizer."""
+    """What the case runner needs from a quantizer.
+
+    Besides these, the runner reads two optional attributes with getattr: `search_mode` ("asymmetric": raw
+    queries against codes, the default; "symmetric": queries are encoded too, e.g. binary hashes;
+    "decode-then-search": exact search over decoded vectors) and `adds_vectors` (True: `add_codes` cannot be
+    used, call `add_vectors(x)` with the base vectors, chunk by chunk, instead). `serialize` may return None
+    when the codec has no file format (python quantizers): nothing is cached or written then.
+    """
 
     description: str
 
@@ -41,7 +67,7 @@ class Codec(Protocol):
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def serialize(self) -> bytes: ...
+    def serialize(self) -> bytes | None: ...
 
     def save(self, path: Path) -> None: ...
 
@@ -85,29 +111,104 @@ def _describe(sig: tuple[object, ...]) -> str:
     return f"{name} d={d} metric={metric} code={code} B"
 
 
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index a pre-transform wraps (downcast), or the index itself."""
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+
+
+def add_route(index: faiss.Index) -> AddRoute:
+    """How precomputed codes reach `index`: "codes" (add_sa_codes, verified for flat-code and non-fast-scan IVF
+    indexes), "fastscan_twin" (flat PQ/RaBitQ fast-scan: codes go to a plain twin index, which is converted and
+    merged in), or "vectors" (no faithful route: IVF fast-scan, additive fast-scan, graph and other indexes)."""
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexIVFFastScan):
+        return "vectors"
+    if isinstance(inner, faiss.IndexPQFastScan | faiss.IndexRaBitQFastScan):
+        return "fastscan_twin"
+    if isinstance(inner, faiss.IndexFlatCodes | faiss.IndexIVF):
+        return "codes"
+    return "vectors"
+
+
+def _fastscan_twin(fs: faiss.Index, codes: np.ndarray) -> faiss.Index:
+    """A fast-scan index holding `codes`, built through the plain index with the same quantizer (which accepts
+    sa codes), for merging into `fs`. Verified equal, ids and distances, to `fs.add` of the vectors."""
+    if isinstance(fs, faiss.IndexPQFastScan):
+        twin = faiss.IndexPQ(fs.d, fs.pq.M, fs.pq.nbits, fs.metric_type)
+        twin.pq = fs.pq
+        twin.is_trained = True
+        twin.add_sa_codes(codes)
+        return faiss.IndexPQFastScan(twin, fs.bbs)
+    twin = faiss.IndexRaBitQ(fs.d, fs.metric_type, int(fs.rabitq.nb_bits))
+    twin.rabitq = fs.rabitq
+    twin.center = fs.center
+    twin.is_trained = True
+    twin.add_sa_codes(codes)
+    return faiss.IndexRaBitQFastScan(twin, fs.bbs)
+
+
+def _walk(index: faiss.Index) -> list[object]:
+    """The index, its pre-transforms and nested indexes (IVF coarse quantizers excluded), downcast."""
+    index = faiss.downcast_index(index)
+    out: list[object] = [index]
+    if isinstance(index, faiss.IndexPreTransform):
+        out += [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())]
+        out += _walk(index.index)
+    return out
+
+
+def decode_nulls(index: faiss.Index) -> dict[str, str]:
+    """Metrics that must be NULL because `sa_decode` of this index is no faithful reconstruction."""
+    names = [type(part).__name__ for part in _walk(index)]
+    if any("ITQ" in n for n in names) or any("LSH" in n for n in names):
+        return {"mse": "binary hash codes (ITQ/LSH): faiss cannot decode them to vectors"}
+    if any("RaBitQ" in n for n in names):
+        return {"mse": "faiss RaBitQ sa_decode rebuilds only the 1-bit code, whatever nbits: not a reconstruction"}
+    return {}
+
+
+def search_mode_of(index: faiss.Index) -> str:
+    """Binary hashes compare the query's hash with the codes ("symmetric"); the rest score raw queries."""
+    return "symmetric" if any("LSH" in type(part).__name__ for part in _walk(index)) else "asymmetric"
+
+
 class FaissCodec:
     """A faiss index used as a codec via its standalone-codec API (`sa_encode`/`sa_decode`)."""
 
     def __init__(self, index: faiss.Index, description: str) -> None:
         self.index = index
         self.description = description
+        self.search_mode = search_mode_of(index)
+        self.route: AddRoute = add_route(index)
 
     @classmethod
     def from_factory(cls, factory: str, dim: int, metric: str) -> FaissCodec:
         return cls(faiss.index_factory(dim, factory, FAISS_METRIC[metric]), factory)
 
     @property
+    def adds_vectors(self) -> bool:
+        """True when codes cannot be added faithfully: the runner must call `add_vectors` instead."""
+        return self.route == "vectors"
+
+    @property
     def code_bytes(self) -> int:
         return int(self.index.sa_code_size())
 
     def train(self, x: np.ndarray) -> None:
-        self.index.train(np.ascontiguousarray(x, dtype=np.float32))
+        try:
+            self.index.train(np.ascontiguousarray(x, dtype=np.float32))
+        except RuntimeError as exc:
+            raise CodecError(f"faiss {self.description}: training failed: {faiss_message(exc)}") from None
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         return self.index.sa_encode(np.ascontiguousarray(x, dtype=np.float32))
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        return self.index.sa_decode(codes)
+        try:
+            return self.index.sa_decode(np.ascontiguousarray(codes, dtype=np.uint8))
+        except RuntimeError as exc:
+            raise CodecError(f"faiss {self.description}: cannot decode codes: {faiss_message(exc)}") from None
 
     def serialize(self) -> bytes:
         """The index as faiss's own file format (never pickle); take it before codes are added for codebooks only."""
@@ -132,14 +233,29 @@ class FaissCodec:
 
     def add_codes(self, codes: np.ndarray) -> None:
         """Add precomputed codes without re-encoding. A pre-transform wrapper's codes are its inner index's
-        codes of the transformed vectors, so they go to the inner index and the wrapper's count is updated."""
-        target = self.index
-        if isinstance(target, faiss.IndexPreTransform):
-            inner = faiss.downcast_index(target.index)
-            inner.add_sa_codes(codes)
-            target.ntotal = inner.ntotal
+        codes of the transformed vectors, so they go to the inner index and the wrapper's count is updated.
+        Raises CodecError for an index with no faithful route (`adds_vectors`): call `add_vectors` there."""
+        if self.route == "vectors":
+            kind = type(_inner(self.index)).__name__
+            raise CodecError(
+                f"faiss {self.description}: {kind} cannot take precomputed codes (faiss add_sa_codes is missing or "
+                "broken for it); add the base vectors with add_vectors (codec.adds_vectors is True)"
+            )
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        wrapper = faiss.downcast_index(self.index)
+        wrapped = isinstance(wrapper, faiss.IndexPreTransform)
+        target = faiss.downcast_index(wrapper.index) if wrapped else wrapper
+        if self.route == "fastscan_twin":
+            target.merge_from(_fastscan_twin(target, codes), target.ntotal)
         else:
             target.add_sa_codes(codes)
+        if wrapped:
+            wrapper.ntotal = target.ntotal
+
+    def add_vectors(self, x: np.ndarray) -> None:
+        """Add base vectors (faiss encodes them again, exactly as `encode` did): the route for indexes that
+        cannot take codes. Works for every index; call it chunk by chunk, ids continue across calls."""
+        self.index.add(np.ascontiguousarray(x, dtype=np.float32))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

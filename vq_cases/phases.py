@@ -19,7 +19,7 @@ import numpy as np
 from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.vq_cases.codec import Codec
 from vq_benchmark.vq_cases.codec_cache import CodecSlot, load_cached, store_codec
-from vq_benchmark.vq_cases.methods import METHODS, Method, ParamValue
+from vq_benchmark.vq_cases.methods import METHODS, Method, ParamValue, null_metrics
 from vq_benchmark.vq_cases.metrics import RECALL_KS, MSEAccumulator, distance_recalls
 from vq_benchmark.vq_cases.sweep import Case
 
@@ -37,7 +37,7 @@ class Trained:
 
     case: Case
     codec: Codec
-    blob: bytes  # the trained, empty codec in faiss's format, taken before any code is added
+    blob: bytes | None  # the trained, empty codec in faiss's format before any code is added (None: python codec)
     n_train: int
     train_s: float
     notes: tuple[str, ...]
@@ -96,7 +96,7 @@ def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: Co
     built = method.build(params, ds.dim, ds.search_metric)
     n_train = int(train_x.shape[0])
     notes = [*built.notes, *_training_notes(method, params, n_train)]
-    null = dict(method.null_metrics)
+    null = null_metrics(case.method, built)
     path = cache.path if cache is not None else None
     loaded, problem = load_cached(cache, built.codec, n_train)
     if loaded is not None:
@@ -120,7 +120,9 @@ def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: Co
     codec.train(train_x)
     train_s = time.perf_counter() - t0
     blob = codec.serialize()
-    if path is not None:
+    if blob is None:  # a Python quantizer: nothing faiss can store, so no codec cache either
+        path = None
+    elif path is not None:
         store_codec(path, blob, train_s=train_s, n_train=n_train)
     notes += [*_size_notes(codec.code_bytes, ds), *([problem] if problem else [])]
     return Trained(case, codec, blob, n_train, train_s, tuple(notes), null, original_train_s=train_s, codec_path=path)
@@ -131,6 +133,7 @@ def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
     codec = trained.codec
     want_mse = "mse" not in trained.null
     code_bytes = codec.code_bytes
+    adds = getattr(codec, "adds_vectors", False)  # indexes whose codes cannot be added as bytes (IVF fast-scan)
     codes = np.empty((ds.n_base, code_bytes), dtype=np.uint8)
     acc = MSEAccumulator()
     encode_s = 0.0
@@ -140,9 +143,12 @@ def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
         chunk_codes = codec.encode(x)
         encode_s += time.perf_counter() - t0
         codes[start : start + x.shape[0]] = chunk_codes
+        if adds:
+            codec.add_vectors(x)
         if want_mse:
             acc.add(x, codec.decode(chunk_codes))
-    codec.add_codes(codes)
+    if not adds:
+        codec.add_codes(codes)
     if not want_mse or acc.n == 0:
         return Encoded(encode_s, code_bytes, None, None)
     return Encoded(encode_s, code_bytes, acc.mse, acc.relative_mse)

@@ -93,7 +93,7 @@ def write_artifacts(trained: Trained, searched: Searched, ds: LoadedDataset, out
         _save_array(dist_path, searched.dists)
         paths["neighbors_path"], paths["distances_path"] = str(ids_path), str(dist_path)
     slot = codec_slot(outputs, case, ds, trained.n_train, seed)
-    if slot is not None:
+    if slot is not None and trained.blob is not None:  # a Python quantizer has no faiss file to keep
         if trained.codec_path != slot.path:  # trained outside run_case, without this cache slot: write it now
             store_codec(slot.path, trained.blob, train_s=original_train_s(trained), n_train=trained.n_train)
         paths["codec_path"] = str(slot.path)
@@ -153,6 +153,7 @@ def build_row(
         "encode_s": encoded.encode_s,
         "code_bytes": encoded.code_bytes,
         "compression_ratio": ds.vector_bytes / encoded.code_bytes,
+        "search_mode": getattr(trained.codec, "search_mode", "asymmetric"),
         "search_s": searched.search_s,
         "qps": searched.qps,
         **scores,

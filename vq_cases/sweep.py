@@ -14,9 +14,24 @@ from pathlib import Path
 
 from vq_benchmark.fixtures.toml_file import read_toml
 from vq_benchmark.vq_cases.methods import MethodError, ParamValue, check_params, get_method
+from vq_benchmark.vq_cases.python_codec import add_search_dir
 
 DEFAULT_SWEEP = Path(__file__).with_name("default_sweep.toml")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def id_value(value: ParamValue) -> str:
+    """A parameter value as it appears in a case id: bools as 1/0; in strings ',' becomes '.' (so a factory
+    string such as OPQ16_64,IVF256,PQ16x4fs reads OPQ16_64.IVF256.PQ16x4fs, and `factory_from_id` gives it
+    back) and any other character outside [A-Za-z0-9_.] becomes '_'."""
+    if isinstance(value, bool):
+        return str(int(value))
+    return _UNSAFE.sub("_", str(value).replace(",", "."))
+
+
+def factory_from_id(text: str) -> str:
+    """The factory string of a case id's factory part (exact for strings of [A-Za-z0-9_,], i.e. faiss's)."""
+    return text.replace(".", ",")
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,7 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        parts = [self.dataset, self.method, *(f"{k}{_UNSAFE.sub('_', str(v))}" for k, v in self.params)]
+        parts = [self.dataset, self.method, *(f"{k}{id_value(v)}" for k, v in self.params)]
         return "-".join(parts)
 
     @property
@@ -61,6 +76,8 @@ def expand_sweep(path: Path, dataset: str) -> list[Case]:
         if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
             raise MethodError(f"{where}: needs a string 'method' key")
         method = get_method(entry["method"], where)
+        if method.name == "python":  # quantizer files are looked up next to the sweep file first
+            add_search_dir(Path(path).parent)
         grid = {k: _grid_values(v, where, k) for k, v in entry.items() if k != "method"}
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
