@@ -6,6 +6,7 @@ without a pytest run. Importing this module imports faiss: the plugin does it on
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -151,7 +152,10 @@ class BenchSession:
         return run_case(case, ds, train_x, outputs, seed=self.settings.seed)
 
     def dataset_context(self, ds: LoadedDataset) -> dict[str, Any]:
-        return {"dataset_fingerprint": ds.fingerprint, "gt_source": ds.gt_source}
+        context = {"dataset_fingerprint": ds.fingerprint, "gt_source": ds.gt_source}
+        if ds.info:  # e.g. msmarco's embedding model and MRR@10 of the exact search
+            context["dataset_info_json"] = json.dumps(ds.info, sort_keys=True, default=str)
+        return context
 
     # -- before the first case --------------------------------------------------------------------------
     @property

