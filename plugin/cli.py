@@ -3,7 +3,9 @@
 Subcommands:
   run [--dataset NAME] [--method EXPR] [pytest args...]   run the shipped cases from any directory
   datasets [--datasets-file F] [--data-dir D]              list the datasets --vq-dataset accepts
-  precompute-gt --dataset NAME                             compute and cache a dataset's exact ground truth
+  precompute-gt (--dataset NAME | --vectors-path B ...)    exact ground truth once, streamed, at BLAS speed
+  merge-gt PART... --output-path OUT                       join --shard partials of precompute-gt exactly
+  embed --collection C --queries Q --out DIR               embed MSMARCO-style TSVs (all-MiniLM-L6-v2), resumable
   merge RUN_DIR... --db OUT.db [--rerun-file F]           join shard results into one database, list what is missing
   submit --shards N [sbatch options] -- [pytest args]      a SLURM job array of shards plus a merge job
   rebuild-json RUN_DIR [RUN_DIR...]                        rebuild results.json from results.jsonl (after a crash)
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vq_benchmark.plugin import merge_cmd, submit
+from vq_benchmark.plugin import embed_cmd, gt_cmd, merge_cmd, submit
 from vq_benchmark.plugin.settings import BY_NAME, SettingError, Settings, read_pyproject_ini, resolve_settings
 
 CASES_PACKAGE = "vq_benchmark.vq_cases"
@@ -38,19 +40,11 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     specs = known_datasets(s.datasets_file, s.data_dir)
-    rows = [(spec.name, spec.metric, spec.origin, spec.description) for spec in specs.values()]
+    rows = [
+        (spec.name, spec.metric if spec.metric_given else "(file's)", spec.origin, spec.description)
+        for spec in specs.values()
+    ]
     print(tabulate(rows, headers=["dataset", "metric", "declared in", "description"], tablefmt="simple"))
-    return 0
-
-
-def _cmd_precompute_gt(args: argparse.Namespace) -> int:
-    """Open the dataset once, so its exact ground truth is computed and cached for every later run or shard."""
-    from vq_benchmark.fixtures.session import DatasetPool
-    from vq_benchmark.vq_cases.metrics import RECALL_KS
-
-    s = _settings(args)
-    ds = DatasetPool(s.datasets_file, s.data_dir, s.cache_dir, gt_k=max(RECALL_KS)).open(s.dataset)
-    print(f"{ds.spec.name}: {ds.n_base} x {ds.dim} base, {ds.n_queries} queries, k={ds.gt_k}; {ds.gt_source}")
     return 0
 
 
@@ -110,13 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", setting.option, dest=setting.dest, default=None, help=setting.help)
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("precompute-gt", help="compute and cache a dataset's exact ground truth once")
-    for name in ("dataset", "datasets-file", "data-dir", "cache-dir"):
-        setting = BY_NAME[name]
-        p.add_argument(f"--{name}", setting.option, dest=setting.dest, default=None, help=setting.help)
-    p.set_defaults(func=_cmd_precompute_gt)
+    gt_cmd.add_parser(sub)  # precompute-gt and merge-gt
 
     merge_cmd.add_parser(sub)
+    embed_cmd.add_parser(sub)
     submit.add_parser(sub)
 
     p = sub.add_parser("rebuild-json", help="rebuild <run-dir>/<run_id>/results.json from its results.jsonl")
