@@ -456,3 +456,40 @@ def test_cancelled_task_is_named_by_merge_and_a_rerun_completes_it(cluster: list
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     rows = cases_in(merged_db)
     assert set(rerun_cases) <= rows.keys() and all(status == "ok" for status, _, _ in rows.values()), rows
+
+
+def test_ground_truth_array_then_merge_gt_equals_one_run(cluster: list[str], tmp_path: Path) -> None:
+    """precompute-gt as a 3-task array (--shard i/3 from the task id), then merge-gt as a dependent job: the
+    merged ground truth equals one unsharded run, ties included (the base repeats rows)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    base = rng.integers(-3, 4, size=(3000, 6)).astype(np.float32)  # small integers: many exact ties
+    np.save(tmp_path / "base.npy", base)
+    np.save(tmp_path / "q.npy", rng.integers(-3, 4, size=(25, 6)).astype(np.float32))
+    exe = Path(sys.executable).with_name("vq-benchmark")
+    common = f"{exe} precompute-gt --vectors-path base.npy --queries-path q.npy --k 50 --quiet"
+    task = tmp_path / "gt_task.sh"
+    task.write_text(
+        "#!/bin/bash\nset -e\n"
+        f'{common} --output-path "part$SLURM_ARRAY_TASK_ID.npy" '
+        '--shard "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"\n'
+    )
+    merge = tmp_path / "merge.sh"
+    merge.write_text(f"#!/bin/bash\nset -e\n{exe} merge-gt part*.npy --output-path merged.npy\n")
+    opts = [f"--chdir={tmp_path}", f"--output={tmp_path}/%x-%A_%a.out"]
+    run = functools.partial(subprocess.run, capture_output=True, text=True, check=True, env=clean_env())
+    array = run(["sbatch", "--parsable", "--array=0-2", *opts, str(task)]).stdout.strip()
+    cluster.append(array)
+    merged = run(["sbatch", "--parsable", f"--dependency=afterok:{array}", *opts, str(merge)]).stdout.strip()
+    cluster.append(merged)
+    states = wait_for([array, merged], tmp_path)
+    assert {state for state, _ in states.values()} == {"COMPLETED"}, (states, read_logs(tmp_path))
+    single = subprocess.run(
+        [*shlex.split(common), "--output-path", "single.npy"], cwd=tmp_path, env=clean_env(), capture_output=True
+    )
+    assert single.returncode == 0, single.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "merged.npy"), np.load(tmp_path / "single.npy"))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "merged.distances.npy"), np.load(tmp_path / "single.distances.npy")
+    )
