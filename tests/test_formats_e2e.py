@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -227,3 +228,39 @@ def test_msmarco_sample_text_to_embedding_to_benchmark(pytester: pytest.Pytester
         assert info["model"].endswith("all-MiniLM-L6-v2") and info["n_passages"] == row["n_base"]
         assert 0.5 < info["mrr_at_10"] <= 1.0  # each query word has one right gloss
     assert rows[1]["recall_at_10"] > 0.9
+
+
+def test_memory_check_skips_a_case_that_cannot_fit(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the ground truth cached first, a limit below one case's estimate skips that case with both numbers;
+    the rows say so and nothing is killed."""
+    base, queries = _data(7)
+    write_fbin(tmp_path / "b.fbin", base)
+    write_fbin(tmp_path / "q.fbin", queries)
+    toml = '[datasets.mem]\nbase = "b.fbin"\nqueries = "q.fbin"\n'
+    assert _run(pytester, tmp_path, toml).ret == 0  # caches the ground truth
+    monkeypatch.setenv("VQ_MEMORY_LIMIT", "60M")  # below the interpreter allowance of any case
+    res = _run(pytester, tmp_path, toml, f"--vq-run-dir={tmp_path / 'out2'}")
+    assert res.ret == 0, res.stdout.str()
+    rows = [r for r in _rows(tmp_path / "out" / "bench.db") if r["status"] == "skipped"]
+    assert len(rows) == 2
+    for row in rows:
+        assert re.fullmatch(
+            r"case mem-\S+ needs ~[0-9.]+ MiB \(.*\) but only 60\.0 MiB is available \(VQ_MEMORY_LIMIT=60M\)",
+            row["error"],
+        ), row["error"]
+
+
+def test_memory_check_refuses_a_ground_truth_run(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, queries = _data(8)
+    write_fbin(tmp_path / "b.fbin", base)
+    write_fbin(tmp_path / "q.fbin", queries)
+    monkeypatch.setenv("VQ_MEMORY_LIMIT", "20M")
+    res = _run(pytester, tmp_path, '[datasets.mem]\nbase = "b.fbin"\nqueries = "q.fbin"\n')
+    errors = [line for line in res.outlines + res.errlines if line.startswith("ERROR:")]
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and "ground truth of dataset mem needs ~" in errors[0]
+    assert "VQ_MEMORY_LIMIT=20M" in errors[0]
