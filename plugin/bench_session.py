@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import threading
 import time
@@ -21,7 +20,9 @@ import pytest
 from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.fixtures.registry import DatasetError
 from vq_benchmark.fixtures.session import DatasetPool
-from vq_benchmark.plugin.layout import SLURM_VARS, ok_rows_for, output_layout
+from vq_benchmark.plugin.case_plan import ResumeIndex, datasets_in_order, plan_cases
+from vq_benchmark.plugin.failures import error_text, exit_description
+from vq_benchmark.plugin.layout import SLURM_VARS, output_layout
 from vq_benchmark.plugin.output_paths import check_output_paths
 from vq_benchmark.plugin.provenance import provenance
 from vq_benchmark.plugin.recording import RunFiles
@@ -35,11 +36,12 @@ from vq_benchmark.reports.manifest import Manifest, write_manifest
 from vq_benchmark.reports.rows import make_row
 from vq_benchmark.reports.schema import Row
 from vq_benchmark.reports.sqlite_store import StoreError
-from vq_benchmark.reports.summary import summary_table
+from vq_benchmark.reports.summary import repeats_table, summary_table
+from vq_benchmark.vq_cases.codec_memo import CodecMemo
 from vq_benchmark.vq_cases.methods import MethodError
 from vq_benchmark.vq_cases.metrics import RECALL_KS
-from vq_benchmark.vq_cases.runner import CaseOutputs, run_case
-from vq_benchmark.vq_cases.sweep import DEFAULT_SWEEP, Case, expand_sweep
+from vq_benchmark.vq_cases.runner import CaseOutputs, case_matrix_fields, run_case
+from vq_benchmark.vq_cases.sweep import Case
 
 WATCHDOG_PERIOD_S = 1.0
 
@@ -69,10 +71,13 @@ class BenchSession:
         )
         self.layout = output_layout(settings, run_id, rerun_cases=only_cases)
         self.files = RunFiles(self.layout.db_path, self.layout.folder)
+        self.memo = CodecMemo()
+        self.pool.on_release.append(self.memo.drop_dataset)
         self.selection: Selection | None = None
         self.started_at = utc_now()
-        self._resumed: dict[str, str] | None = None
+        self._resumed: ResumeIndex | None = None
         self._cases: list[Case] | None = None
+        self._by_id: dict[str, Case] = {}
         self._worker_exits: dict[str, str] = {}
         self._finish_problem: str | None = None
         faiss.omp_set_num_threads(self.faiss_threads())
@@ -83,14 +88,24 @@ class BenchSession:
         return self.settings.threads or max(1, available_cores() // self.n_workers)
 
     def cases(self) -> list[Case]:
-        """The sweep expanded for the selected dataset (reads the sweep and datasets files, never vectors)."""
+        """The sweep expanded for the selected datasets, dataset by dataset (plugin/case_plan.py)."""
         if self._cases is None:
-            spec = self.pool.spec(self.settings.dataset)
-            self._cases = expand_sweep(self.settings.sweep or DEFAULT_SWEEP, spec.name)
+            self._cases = plan_cases(self.settings, self.pool)
+            self._by_id = {c.case_id: c for c in self._cases}
         return self._cases
 
     def case(self, case_id: str) -> Case | None:
-        return next((c for c in self.cases() if c.case_id == case_id), None)
+        self.cases()
+        return self._by_id.get(case_id)
+
+    def seed_of(self, case: Case) -> int:
+        """The training seed of a case: its own (repeats, `seeds`), else --vq-seed."""
+        return case.training_seed(self.settings.seed)
+
+    def after_case(self, case: Case, next_case: Case | None) -> None:
+        """Release the case's dataset (and its memoized codec) when no case of it follows in this process."""
+        if next_case is None or next_case.dataset != case.dataset:
+            self.pool.release(case.dataset)
 
     def select_items(self, items: list[Any], case_of: Any, *, freeze: bool = True) -> tuple[list[Any], list[Any]]:
         """Split collected items into (kept, deselected): `--vq-case`, then this shard; cases longest first.
@@ -126,12 +141,12 @@ class BenchSession:
         finds every case; None when the case must run."""
         if not self.settings.resume:
             return None
-        if self._resumed is None:
-            fingerprint = self.pool.open(self.settings.dataset).fingerprint
-            self._resumed = {}
-            for db in dict.fromkeys((self.settings.db_path, self.layout.db_path)):  # a merged db, this shard's
-                self._resumed.update({c: (db, r) for c, r in ok_rows_for(db, fingerprint).items()})
-        found = self._resumed.get(case_id)
+        case = self.case(case_id)
+        if case is None or case.skip is not None:
+            return None
+        if self._resumed is None:  # a merged db, this shard's
+            self._resumed = ResumeIndex((self.settings.db_path, self.layout.db_path))
+        found = self._resumed.find(case_id, self.pool.fingerprint(case.dataset))
         if found is None:
             return None
         db, old = found
@@ -149,7 +164,7 @@ class BenchSession:
             codebooks_dir=self.settings.codebooks_dir,
             use_codec_cache=not self.settings.no_codec_cache,
         )
-        return run_case(case, ds, train_x, outputs, seed=self.settings.seed)
+        return run_case(case, ds, train_x, outputs, seed=self.seed_of(case), memo=self.memo)
 
     def dataset_context(self, ds: LoadedDataset) -> dict[str, Any]:
         context = {"dataset_fingerprint": ds.fingerprint, "gt_source": ds.gt_source}
@@ -164,17 +179,19 @@ class BenchSession:
 
     def prepare(self, *, keep_dataset: bool = True, open_dataset: bool = True) -> None:
         """Check every output path, clear temp files of killed runs, open the database and the run's files,
-        and open the dataset: each problem raises one of `usage_errors` before any case runs. An xdist
-        controller runs no case, so it validates the dataset (and caches its ground truth for the workers)
-        without keeping it open."""
+        and validate every dataset of the selected cases (files, ground truth computed and cached), one at a
+        time: each problem raises one of `usage_errors` before any case runs. The dataset of the first case stays
+        open for it (`keep_dataset`); an xdist controller runs no case and keeps none."""
         check_output_paths(self.settings)
         for directory in (self.settings.run_dir, self.settings.codebooks_dir, self.settings.cache_dir):
             clean_stale_temps(directory)
         self.files.open()
         if open_dataset:
-            ds = self.pool.open(self.settings.dataset)
-            if not keep_dataset:
-                self.pool.release(ds.spec.name)
+            self.cases()
+            ids = self.selection.selected if self.selection is not None else list(self._by_id)
+            order = datasets_in_order(c for i in ids if (c := self._by_id.get(i)) is not None and c.skip is None)
+            for name in order[1:] + order[:1]:  # the first case's dataset last, so it can stay open
+                self.pool.validate(name, keep=keep_dataset and name == order[0])
         self.write_manifest(exit_status=None)
         self._prepared = True
 
@@ -231,7 +248,6 @@ class BenchSession:
             "run_id": self.run_id,
             "worker": self.worker,
             "created_at": utc_now(),
-            "seed": self.settings.seed,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             **(extra or {}),
         }
@@ -256,7 +272,7 @@ class BenchSession:
             status, error = "failed", error_text(excinfo)
         try:
             return make_row(
-                identity=case_identity(case),
+                identity=self.identity(case),
                 status=status,
                 measured=measured,
                 error=error,
@@ -264,15 +280,18 @@ class BenchSession:
             )
         except Exception as exc:  # a measurement make_row cannot hold: keep the case, say why
             return make_row(
-                identity=case_identity(case),
+                identity=self.identity(case),
                 status="failed",
                 error=f"row could not be built: {type(exc).__name__}: {exc}",
                 context=self._context(context),
             )
 
+    def identity(self, case: Case) -> dict[str, Any]:
+        return {**case_identity(case), "seed": self.seed_of(case)}
+
     def note_worker_down(self, node: Any) -> None:
         """Remember how a crashed xdist worker ended (its signal), for the row of the case it was running."""
-        self._worker_exits[str(node.gateway.id)] = _exit_description(node)
+        self._worker_exits[str(node.gateway.id)] = exit_description(node)
 
     def crash_row(self, case_id: str, report: pytest.TestReport) -> Row | None:
         case = self.case(case_id)
@@ -282,7 +301,7 @@ class BenchSession:
         gateway = str(getattr(getattr(node, "gateway", None), "id", "?"))
         how = self._worker_exits.get(gateway, "exit status unknown")
         return make_row(
-            identity=case_identity(case),
+            identity=self.identity(case),
             status="failed",
             error=f"worker crashed: xdist worker {gateway} died while running this case ({how})",
             context=self._context({"worker": gateway}),
@@ -333,6 +352,9 @@ class BenchSession:
         if not rows:
             return []
         lines = [summary_table(rows)]
+        repeats = repeats_table(rows)
+        if repeats:
+            lines += ["", repeats]
         lines.append(f"SQLite: {self.layout.db_path}  (table results, run_id='{self.run_id}')")
         lines.append(f"JSONL:  {self.files.jsonl_path}")
         lines.append(f"JSON:   {self.files.json_path}")
@@ -357,30 +379,10 @@ class BenchSession:
 
 
 def case_identity(case: Case) -> dict[str, Any]:
-    return {"case_id": case.case_id, "dataset": case.dataset, "method": case.method, "params_json": case.params_json}
-
-
-def error_text(excinfo: pytest.ExceptionInfo | None) -> str:
-    """One line: an assertion's own message ("mse is not finite: inf"), else "Type: first line"."""
-    if excinfo is None:
-        return "failed"
-    exc = excinfo.value
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    first = lines[0] if lines else ""
-    if isinstance(exc, AssertionError | pytest.fail.Exception):
-        return first or "assertion failed"
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _exit_description(node: Any) -> str:
-    """'killed by SIGKILL' / 'exit code 3' for an execnet popen worker; best effort, never raises."""
-    try:
-        code = node.gateway._io.popen.wait(timeout=5)
-    except Exception:
-        return "exit status unknown"
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    identity = {
+        "case_id": case.case_id,
+        "dataset": case.dataset,
+        "method": case.method,
+        "params_json": case.params_json,
+    }
+    return {**identity, **case_matrix_fields(case)}

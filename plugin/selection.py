@@ -1,4 +1,5 @@
-"""Which collected cases this process runs, and in which order: `--vq-case`, the shard, longest first.
+"""Which collected cases this process runs, and in which order: `--vq-case`, the shard, dataset by dataset and
+longest first within a dataset.
 
 Every process (plain session, each xdist worker, each SLURM array task) computes the same answer from the same
 inputs - the collected cases after `-k`/`-m`, the settings, and durations an earlier run recorded - so shards are
@@ -69,19 +70,29 @@ def run_durations(run_path: Path, db_path: Path, run_id: str, *, freeze: bool) -
 def order_and_select(
     cases: Sequence[Case], settings: Settings, history: Mapping[str, float], only: Sequence[str] = ()
 ) -> Selection:
-    """Longest-first order (ties by id) over the cases left after `--vq-case`, then this process's shard."""
+    """The cases left after `--vq-case` in run order, then this process's shard.
+
+    Run order: dataset by dataset (in the order the case list names them), so each dataset is opened once and
+    released after its last case; within a dataset, trainings longest first (a training's cost is the sum of its
+    cases'), ties by training id; the search-parameter variants of one training stay adjacent, in sweep order, so
+    they reuse one trained and encoded codec."""
     if only:
         wanted = set(only)
         cases = [c for c in cases if c.case_id in wanted]
-    items = [
-        ShardItem(
-            c.case_id,
-            c.dataset,
-            estimate_cost(c.method, dict(c.params), None, None, None, history=history, case_id=c.case_id),
-        )
+    rank = {name: i for i, name in enumerate(dict.fromkeys(c.dataset for c in cases))}
+    cost = {
+        c.case_id: estimate_cost(c.method, dict(c.params), None, None, None, history=history, case_id=c.case_id)
         for c in cases
-    ]
-    items.sort(key=lambda it: (it.group, -it.cost, it.case_id))
+    }
+    training_cost: dict[str, float] = {}
+    for c in cases:
+        training_cost[c.training_id] = training_cost.get(c.training_id, 0.0) + cost[c.case_id]
+    position = {c.case_id: i for i, c in enumerate(cases)}
+    ordered = sorted(
+        cases,
+        key=lambda c: (rank[c.dataset], -training_cost[c.training_id], c.training_id, position[c.case_id]),
+    )
+    items = [ShardItem(c.case_id, c.dataset, cost[c.case_id]) for c in ordered]
     all_ids = tuple(it.case_id for it in items)
     if not settings.num_shards or settings.shard_id is None:
         return Selection(all_ids, all_ids)

@@ -4,6 +4,7 @@ caveats (notes) recorded with any of them."""
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
 
 from tabulate import tabulate
@@ -39,8 +40,17 @@ def _fmt(name: str, value: object) -> str:
 
 
 def _params(row: Row) -> str:
+    """Training parameters, then search parameters after a '|'."""
     params = json.loads(str(row.get("params_json") or "{}"))
-    return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+    text = " ".join(f"{k}={v}" for k, v in params.items())
+    raw = row.get("search_params_json")
+    try:
+        search = json.loads(str(raw)) if raw else {}
+    except json.JSONDecodeError:  # not written by the harness: the params column shows training params only
+        search = {}
+    if isinstance(search, dict) and search:
+        text = " | ".join(filter(None, [text, " ".join(f"{k}={v}" for k, v in search.items())]))
+    return text or "-"
 
 
 def summary_table(rows: Sequence[Row], *, tablefmt: str = "simple") -> str:
@@ -67,3 +77,55 @@ def summary_table(rows: Sequence[Row], *, tablefmt: str = "simple") -> str:
         return tabulate([line[:-1] for line in body], headers=headers, tablefmt=tablefmt, disable_numparse=True)
     table = tabulate(body, headers=[*headers, "notes"], tablefmt=tablefmt, disable_numparse=True)
     return "\n".join([table, *(f"[{number}] {note}" for note, number in footnotes.items())])
+
+
+REPEAT_METRICS: tuple[str, ...] = ("mse", "recall_at_10", "qps")
+
+
+def _configuration(row: Row) -> tuple[str, str, str, str]:
+    return (
+        str(row.get("dataset")),
+        str(row.get("method")),
+        str(row.get("params_json") or "{}"),
+        str(row.get("search_params_json") or ""),
+    )
+
+
+def _mean_std(name: str, values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    if name == "qps":
+        return f"{mean:,.0f} ± {std:,.0f}"
+    if name == "mse":
+        return f"{mean:.4g} ± {std:.2g}"
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def repeats_table(rows: Sequence[Row], *, tablefmt: str = "simple") -> str:
+    """Mean ± sample standard deviation across training seeds of every configuration measured with more than one
+    seed (--vq-repeats, `seeds` in the sweep), over its ok rows; empty when there is none.
+
+    A configuration is (dataset, method, training parameters, search parameters): rows that differ only in seed."""
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            groups.setdefault(_configuration(row), []).append(row)
+    body = []
+    for key in sorted(groups):
+        members = groups[key]
+        seeds = sorted({int(s) for r in members if isinstance(s := r.get("seed"), int)})
+        if len(seeds) < 2:
+            continue
+        first = min(members, key=lambda r: str(r["case_id"]))
+        line = [key[0], key[1], _params(first), len(members), ",".join(map(str, seeds))]
+        for name in REPEAT_METRICS:
+            values = [float(v) for r in members if isinstance(v := r.get(name), int | float)]
+            line.append(_mean_std(name, values))
+        body.append(line)
+    if not body:
+        return ""
+    headers = ["dataset", "method", "params", "n", "seeds", *(f"{_HEADERS[n]} mean ± std" for n in REPEAT_METRICS)]
+    title = "across training seeds (mean ± sample std):"
+    return "\n".join([title, tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)])

@@ -354,3 +354,38 @@ def test_sqfp16_is_near_lossless(low_rank: np.ndarray):
     # float16 keeps 11 significant bits; faiss may round one unit in the last place off numpy's result
     np.testing.assert_allclose(recon, low_rank, rtol=2**-9, atol=1e-4)
     assert not np.array_equal(recon, low_rank)  # it really went through a 16-bit code
+
+
+# ---------------------------------------------------------------- the case matrix: datasets, search, seeds
+
+
+def test_several_datasets_expand_dataset_by_dataset(tmp_path: Path):
+    path = write(tmp_path, '[[sweep]]\nmethod = "sq8"\n\n[[sweep]]\nmethod = "pq"\nM = 4\ndatasets = ["b"]\n')
+    assert [c.case_id for c in expand_sweep(path, ["a", "b"])] == ["a-sq8", "b-sq8", "b-pq-M4-nbits8"]
+    assert [c.case_id for c in expand_sweep(path, "a")] == ["a-sq8"]  # the entry's list narrows, never extends
+
+
+def test_search_params_follow_training_params_and_seeds_come_last(tmp_path: Path):
+    path = write(
+        tmp_path, '[[sweep]]\nmethod = "ivf"\nnlist = [8, 16]\ninner = "sq8"\nsearch.nprobe = [4, 1]\nseeds = [3]\n'
+    )
+    cases = expand_sweep(path, "d")
+    assert [c.case_id for c in cases] == [
+        "d-ivf-nlist8-innersq8-nprobe4-seed3",
+        "d-ivf-nlist8-innersq8-nprobe1-seed3",
+        "d-ivf-nlist16-innersq8-nprobe4-seed3",
+        "d-ivf-nlist16-innersq8-nprobe1-seed3",
+    ]
+    assert {c.training_id for c in cases} == {"d-ivf-nlist8-innersq8-seed3", "d-ivf-nlist16-innersq8-seed3"}
+    assert cases[0].params_json == '{"nlist":8,"inner":"sq8"}' and cases[0].search_json == '{"nprobe":4}'
+    assert cases[0].seed == 3 and cases[0].training_seed(0) == 3
+
+
+def test_repeats_seed_every_entry_without_seeds(tmp_path: Path):
+    path = write(tmp_path, '[[sweep]]\nmethod = "pq"\nM = 4\n\n[[sweep]]\nmethod = "sqbf16"\n')
+    assert [c.case_id for c in expand_sweep(path, "d", repeats=2, base_seed=7)] == [
+        "d-pq-M4-nbits8-seed7",
+        "d-pq-M4-nbits8-seed8",
+        "d-sqbf16",  # nothing random in its training
+    ]
+    assert [c.seed for c in expand_sweep(path, "d")] == [None, None]

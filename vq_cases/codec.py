@@ -14,6 +14,9 @@ faithful route exists, `adds_vectors` is True and the runner must call `add_vect
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -25,6 +28,8 @@ from vq_benchmark.reports.atomic import atomic_write_bytes
 FAISS_METRIC = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
 _FAISS_LOCATION = re.compile(r"^Error in .*? at \S+:\d+: (Error: )?")
 AddRoute = Literal["codes", "fastscan_twin", "vectors"]
+SearchValue = int | float | str | bool
+_TRAINING_SEED: ContextVar[int | None] = ContextVar("vq_training_seed", default=None)
 
 
 def faiss_message(exc: BaseException, limit: int = 200) -> str:
@@ -173,6 +178,56 @@ def search_mode_of(index: faiss.Index) -> str:
     return "symmetric" if any("LSH" in type(part).__name__ for part in _walk(index)) else "asymmetric"
 
 
+@contextmanager
+def training_seed(seed: int | None) -> Iterator[None]:
+    """Within this block `FaissCodec.train` seeds faiss's own randomness (k-means initialisation and
+    subsampling of IVF, PQ and RQ, LSQ's random seed) with `seed`, so one training seed shapes both the sample and
+    the codebooks. None leaves faiss's defaults."""
+    token = _TRAINING_SEED.set(seed)
+    try:
+        yield
+    finally:
+        _TRAINING_SEED.reset(token)
+
+
+def _kmeans_seed(value: int) -> int:
+    return int(value) % (2**31)  # faiss stores the seeds as C int
+
+
+def seed_index(index: faiss.Index, seed: int) -> None:
+    """Set every training seed faiss exposes in `index`: IVF coarse k-means, PQ, RQ/PRQ stages (ClusteringParameters
+    seeds), LSQ/PLSQ (random_seed), the ITQ rotation. RaBitQ and SQ have nothing random to seed."""
+    s = _kmeans_seed(seed)
+    for part in _walk(index):
+        if isinstance(part, faiss.IndexIVF):
+            part.cp.seed = s
+        if isinstance(part, faiss.ITQTransform):
+            part.itq.seed = s
+        pq = getattr(part, "pq", None)
+        if isinstance(pq, faiss.ProductQuantizer):
+            pq.cp.seed = s
+        for rq in _residual_quantizers(part):
+            rq.cp.seed = s
+        lsq = getattr(part, "lsq", None)
+        plsq = getattr(part, "plsq", None)
+        lsqs = [lsq] if isinstance(lsq, faiss.LocalSearchQuantizer) else []
+        if isinstance(plsq, faiss.ProductLocalSearchQuantizer):
+            lsqs += [faiss.downcast_AdditiveQuantizer(plsq.subquantizer(i)) for i in range(plsq.nsplits)]
+        for q in lsqs:
+            q.random_seed = s
+
+
+def _residual_quantizers(index: object) -> list[faiss.ResidualQuantizer]:
+    """The residual quantizers of an index: its `rq`, or each split of a product RQ."""
+    rq = getattr(index, "rq", None)
+    if isinstance(rq, faiss.ResidualQuantizer):
+        return [rq]
+    prq = getattr(index, "prq", None)
+    if isinstance(prq, faiss.ProductResidualQuantizer):
+        return [faiss.downcast_AdditiveQuantizer(prq.subquantizer(i)) for i in range(prq.nsplits)]
+    return []
+
+
 class FaissCodec:
     """A faiss index used as a codec via its standalone-codec API (`sa_encode`/`sa_decode`)."""
 
@@ -181,6 +236,35 @@ class FaissCodec:
         self.description = description
         self.search_mode = search_mode_of(index)
         self.route: AddRoute = add_route(index)
+        self._search_defaults: dict[str, SearchValue] = {}  # what set_search_params changed, as it was
+
+    def _search_targets(self, name: str) -> list[object]:
+        """The faiss objects holding search parameter `name` (none: the index does not have it)."""
+        inner = _inner(self.index)
+        if name == "nprobe":
+            return [inner] if isinstance(inner, faiss.IndexIVF) else []
+        if name == "qb":
+            return [inner] if "RaBitQ" in type(inner).__name__ and hasattr(inner, "qb") else []
+        if name == "max_beam_size":
+            return list(_residual_quantizers(inner))
+        return []
+
+    def set_search_params(self, params: Mapping[str, SearchValue]) -> None:
+        """Search (and, for `max_beam_size`, encode) with exactly `params`: IVF `nprobe`, RaBitQ query bits `qb`,
+        residual-quantizer `max_beam_size`; a parameter set by an earlier call and absent now goes back to its
+        value before that call. A parameter this index does not have is a CodecError (one line)."""
+        for name in [n for n in self._search_defaults if n not in params]:
+            for target in self._search_targets(name):
+                setattr(target, name, self._search_defaults[name])
+            del self._search_defaults[name]
+        for name, value in params.items():
+            targets = self._search_targets(name)
+            if not targets:
+                kind = type(_inner(self.index)).__name__
+                raise CodecError(f"faiss {self.description}: {kind} has no search parameter {name!r}")
+            self._search_defaults.setdefault(name, getattr(targets[0], name))
+            for target in targets:
+                setattr(target, name, value)
 
     @classmethod
     def from_factory(cls, factory: str, dim: int, metric: str) -> FaissCodec:
@@ -196,6 +280,9 @@ class FaissCodec:
         return int(self.index.sa_code_size())
 
     def train(self, x: np.ndarray) -> None:
+        seed = _TRAINING_SEED.get()
+        if seed is not None:
+            seed_index(self.index, seed)
         try:
             self.index.train(np.ascontiguousarray(x, dtype=np.float32))
         except RuntimeError as exc:

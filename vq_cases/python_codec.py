@@ -3,7 +3,8 @@
 A quantizer is any class with `fit(X)`, `compress(X) -> codes` (2-D uint8, one row per vector) and
 `decompress(codes) -> X_hat`; optionally `code_bytes` (bytes per code, read after fit) and, together,
 `add(codes)` + `search(queries, k) -> (distances, ids)` for asymmetric search over the codes given to `add`
-(its constructor must then take `metric`, "l2" or "ip", which the codec passes from the dataset). Without
+(its constructor must then take `metric`, "l2" or "ip", which the codec passes from the dataset; a sweep's
+`search.NAME = [...]` keys are passed to `search` as keyword arguments). Without
 `search`, the codec searches exactly over the decoded codes, decoding chunk by chunk ("decode-then-search").
 
 `quantizer = "..."` in a sweep names the class: a built-in name (`lvq`, `uniform_sq`), a name registered in the
@@ -172,6 +173,7 @@ class PythonCodec:
         self.search_mode = "asymmetric" if self.asymmetric else "decode-then-search"
         self._code_bytes: int | None = None
         self._codes: list[np.ndarray] = []
+        self._search_kwargs: dict[str, ParamValue] = {}
 
     @classmethod
     def create(cls, ref: str, kwargs: Mapping[str, ParamValue], dim: int, metric: str) -> PythonCodec:
@@ -196,9 +198,9 @@ class PythonCodec:
 
     # -- checked calls ----------------------------------------------------------------------------------------
 
-    def _call(self, method: str, *args: object) -> object:
+    def _call(self, method: str, *args: object, **kwargs: object) -> object:
         try:
-            return getattr(self.quantizer, method)(*args)
+            return getattr(self.quantizer, method)(*args, **kwargs)
         except QuantizerError:
             raise
         except Exception as exc:
@@ -273,7 +275,7 @@ class PythonCodec:
             source = DecodedSource(self._all_codes(), self.decode, self.dim)
             dists, ids = exact_knn(source, queries, k, self.metric)
             return np.asarray(dists, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-        got = self._call("search", queries, k)
+        got = self._call("search", queries, k, **self._search_kwargs)
         expected = f"(distances, ids), two arrays of shape ({len(queries)}, {k})"
         if not isinstance(got, tuple | list) or len(got) != 2:
             raise self._fail("search(queries, k)", expected, got)
@@ -284,6 +286,15 @@ class PythonCodec:
         if ids.dtype.kind not in "iu":
             raise self._fail("search(queries, k)", "integer ids", ids)
         return np.ascontiguousarray(dists, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+
+    def set_search_params(self, params: Mapping[str, ParamValue]) -> None:
+        """Keyword arguments for every later `search(queries, k, **params)` of the quantizer (replacing earlier
+        ones); a quantizer searched by decoding takes none."""
+        if params and not self.asymmetric:
+            raise QuantizerError(
+                f"quantizer {self.name}: has no search(), so search parameters {', '.join(params)} cannot apply"
+            )
+        self._search_kwargs = dict(params)
 
     def serialize(self) -> None:
         """Python quantizers have no file format (and are never pickled): nothing to cache or write."""
