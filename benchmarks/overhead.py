@@ -28,13 +28,14 @@ PLAIN_SCRIPT = r"""
 import sys, time, json
 import numpy as np
 from vq_benchmark.fixtures.registry import BUILTIN
-from vq_benchmark.fixtures.loading import open_vectors
+from vq_benchmark.fixtures.loading import searched_vectors
 from vq_benchmark.vq_cases.methods import METHODS
 from vq_benchmark.vq_cases.sweep import DEFAULT_SWEEP, expand_sweep
 
 dataset, cache_dir, train_size, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 spec = BUILTIN[dataset]
-base, queries = open_vectors(spec, __import__("pathlib").Path(cache_dir))
+sv = searched_vectors(spec, __import__("pathlib").Path(cache_dir))  # cosine: unit vectors, as the harness
+base, queries, metric = sv.base, sv.queries, sv.spec.search_metric
 n = base.shape[0]
 if train_size >= n:
     xt = np.ascontiguousarray(base, dtype=np.float32)
@@ -43,7 +44,7 @@ else:
     xt = np.ascontiguousarray(base[idx], dtype=np.float32)
 xb = np.ascontiguousarray(base, dtype=np.float32)
 for case in expand_sweep(DEFAULT_SWEEP, dataset):
-    index = METHODS[case.method].build(dict(case.params), base.shape[1], spec.metric).codec.index
+    index = METHODS[case.method].build(dict(case.params), base.shape[1], metric).codec.index
     index.train(xt)
     index.add(xb)
     D, I = index.search(queries, min(100, n))

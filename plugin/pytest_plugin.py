@@ -152,7 +152,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             raise
     if state.usage_error and state.is_worker:  # a failed collect report reaches the controller: it exits 4
         pytest.fail(WORKER_USAGE_MARK + state.usage_error, pytrace=False)
-    metafunc.parametrize(CASE_FIXTURE, cases, ids=[c.case_id for c in cases])
+    params = [
+        pytest.param(c, id=c.case_id, marks=() if c.skip is None else pytest.mark.skip(reason=c.skip)) for c in cases
+    ]
+    metafunc.parametrize(CASE_FIXTURE, params)
 
 
 @pytest.hookimpl(trylast=True)
@@ -181,6 +184,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if resumed is not None:
         item.stash[RESUMED_KEY] = resumed
         pytest.skip(resumed[0])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """After the last case of a dataset in this process (the next one is of another dataset, or none), release
+    the dataset and its memoized codec: memory holds one dataset at a time."""
+    try:
+        return (yield)
+    finally:
+        state = _state(item.config)
+        case = _case_of(item)
+        if state.bench is not None and case is not None:
+            state.bench.after_case(case, _case_of(nextitem) if nextitem is not None else None)
 
 
 def _case_of(item: pytest.Item) -> Case | None:
@@ -287,6 +303,7 @@ def vq_run_case(request: pytest.FixtureRequest, vq_session: BenchSession, vq_dat
     """Run the requested case and keep what it measured for its row; the test only asserts on the result.
 
     A case whose parameters do not fit the dataset, or that would not fit in memory, is skipped with the reason."""
+    from vq_benchmark.plugin.benchmark_json import search_timing
     from vq_benchmark.vq_cases.case_check import case_skip_reason  # faiss: only once cases run
     from vq_benchmark.vq_cases.methods import BUILD_ERRORS
 
@@ -296,7 +313,9 @@ def vq_run_case(request: pytest.FixtureRequest, vq_session: BenchSession, vq_dat
         if reason is not None:
             pytest.skip(reason)
         try:
-            measured = vq_session.run(case, vq_dataset, vq_train_sample)
+            with search_timing(request, vq_session.settings) as timing:  # pytest-benchmark's timer where active
+                measured = vq_session.run(case, vq_dataset, vq_train_sample)
+                timing.report(measured)
         except BUILD_ERRORS as exc:  # a method's own one-line complaint (bad factory, broken quantizer)
             pytest.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, pytrace=False)
         request.node.stash[MEASURED_KEY] = measured
@@ -369,6 +388,9 @@ class _Recorder:
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and bench.layout.kind == "shard":
             session.exitstatus = pytest.ExitCode.OK  # a shard left empty by balancing did its job
         bench.finish(int(session.exitstatus))
+        from vq_benchmark.plugin.benchmark_json import write_benchmark_json
+
+        write_benchmark_json(session.config, bench)  # --vq-benchmark-json, when set
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         bench = self.state.bench

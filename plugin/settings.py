@@ -62,7 +62,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("dataset", ("VQ_DATASET",), None, "str", "dataset to benchmark (see `vq-benchmark datasets`)"),
+    Setting(
+        "dataset",
+        ("VQ_DATASET",),
+        None,
+        "str",
+        "dataset(s) to benchmark, comma-separated: a,b,c (see `vq-benchmark datasets`)",
+    ),
     Setting(
         "dataset-limit",
         ("VQ_DATASET_LIMIT",),
@@ -80,15 +86,26 @@ SETTINGS: tuple[Setting, ...] = (
         ("VQ_CODEBOOKS_DIR", "CODEBOOKS_DIR"),
         "codebooks",
         "path",
-        "where trained codecs are written (<fingerprint>/<case_id>-<key>.faissindex)",
+        "where trained codecs are written (<fingerprint>/<training_id>-<key>.faissindex)",
     ),
     Setting("db-path", ("VQ_DB_PATH", "DB_PATH"), "results/benchmark_runs.db", "path", "SQLite results file"),
     Setting(
         "run-dir", ("VQ_RUN_DIR",), "results/runs", "path", "per-run results.jsonl, results.json and result arrays"
     ),
     Setting("sweep", ("VQ_SWEEP",), None, "path", "sweep TOML (default: the one shipped in vq_cases/)"),
-    Setting("seed", ("VQ_SEED",), "0", "int", "seed of the training sample drawn from the base", 0, INT64_MAX),
+    Setting(
+        "seed", ("VQ_SEED",), "0", "int", "training seed (sample drawn from the base, faiss k-means)", 0, INT64_MAX
+    ),
     Setting("train-size", ("VQ_TRAIN_SIZE",), "100000", "int", "training sample size (capped at n_base)", 1, INT64_MAX),
+    Setting(
+        "repeats",
+        ("VQ_REPEATS",),
+        "1",
+        "int",
+        "training seeds per configuration (seed, seed+1, ...; each a case with id suffix -seed<N>)",
+        1,
+        10_000,
+    ),
     Setting(
         "threads",
         ("VQ_THREADS",),
@@ -133,6 +150,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("resume", ("VQ_RESUME",), "false", "flag", "skip cases that already have an ok row for this data"),
     Setting("no-codec-cache", ("VQ_NO_CODEC_CACHE",), "false", "flag", "retrain codecs instead of loading them"),
+    Setting(
+        "search-rounds",
+        ("VQ_SEARCH_ROUNDS",),
+        "3",
+        "int",
+        "timed rounds of each case's batched search: qps is the best round, qps_min/median/max their spread",
+        1,
+        10_000,
+    ),
+    Setting(
+        "benchmark-json",
+        ("VQ_BENCHMARK_JSON",),
+        None,
+        "path",
+        "also write the run's rows to this file in pytest-benchmark's JSON layout (pytest-benchmark compare FILE)",
+    ),
 )
 FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -153,6 +186,7 @@ class Settings:
     sweep: Path | None
     seed: int
     train_size: int
+    repeats: int
     threads: int
     run_id: str | None
     shard_id: int | None
@@ -160,6 +194,8 @@ class Settings:
     shard_mode: str
     resume: bool
     no_codec_cache: bool
+    search_rounds: int
+    benchmark_json: Path | None
     sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()
 
@@ -280,6 +316,18 @@ def _slurm_array_value(name: str, environ: Mapping[str, str]) -> tuple[str, str]
         if task.isdigit() and first.isdigit():
             return str(int(task) - int(first)), "env SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN"
     return None
+
+
+def dataset_names(value: str | None, source: str = "option --vq-dataset") -> tuple[str, ...]:
+    """The datasets of a `--vq-dataset a,b,c` value, in order, each once (empty: none selected). An empty name
+    ("a,,b", "a,") is a typo that would silently drop a dataset: SettingError naming `source`."""
+    if not value:
+        return ()
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        expected = "comma-separated dataset names (a,b,c)"
+        raise setting_error(BY_NAME["dataset"], f"expected {expected}, got {show_value(repr(value))}", source)
+    return tuple(dict.fromkeys(names))
 
 
 def _check_shards(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:

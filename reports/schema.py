@@ -41,6 +41,7 @@ _K_RECALL = (
     "k-recall@k: fraction of the k results whose exact distance is within the tie tolerance of the k-th true distance"
 )
 _ONE_RECALL = "1-recall@R: one of the first R results is within the tie tolerance of the true nearest distance"
+_PAIR = "| ||x_hat_i - x_hat_j|| / ||x_i - x_j|| - 1 | over 10,000 seeded pairs of base vectors (mean, median, max)"
 
 IDENTITY: tuple[Column, ...] = (
     Column("run_id", "TEXT", "one pytest session (shared by all shards of a sweep)"),
@@ -73,6 +74,16 @@ IDENTITY: tuple[Column, ...] = (
     Column("n_queries", "INTEGER", "queries searched"),
     Column("dim", "INTEGER", "vector dimension"),
     Column("n_train", "INTEGER", "training sample size"),
+    Column(
+        "search_params_json",
+        "TEXT",
+        'search-time parameters of the case as JSON (e.g. {"nprobe":16}); NULL when it sets none',
+    ),
+    Column(
+        "bits_per_dim",
+        "INTEGER",
+        "the equal-budget sweep's bits per dimension this case was mapped from (params_json holds the result)",
+    ),
     Column("null_reasons_json", "TEXT", "why a metric is NULL, as JSON {metric: reason}"),
     Column("notes", "TEXT", "warnings worth keeping with the numbers (e.g. small training sample)"),
 )
@@ -80,14 +91,30 @@ IDENTITY: tuple[Column, ...] = (
 METRICS: tuple[Metric, ...] = (
     Metric("code_bytes", "INTEGER", "B", False, "bytes per encoded vector (faiss sa_code_size)"),
     Metric("compression_ratio", "REAL", "x", True, "vector_bytes (raw bytes per vector in its file) / code bytes"),
-    Metric("mse", "REAL", "", False, "mean over base vectors of ||x - decode(encode(x))||^2"),
+    Metric("codec_bytes", "INTEGER", "B", False, "serialized size of the trained, empty codec (codebooks, rotations)"),
+    Metric("total_bytes", "INTEGER", "B", False, "n_base * code_bytes + codec_bytes: codes plus the codec"),
+    Metric("mse", "REAL", "", False, "mean over base vectors of ||x - decode(encode(x))||^2 (faiss convention)"),
     Metric("relative_mse", "REAL", "", False, "mse / mean ||x||^2"),
+    Metric("mse_per_dim", "REAL", "", False, "mse / d: squared error per vector element (the seeds' convention)"),
+    Metric("mean_l2_error", "REAL", "", False, "mean over base vectors of ||x - x_hat|| (faiss codec wiki convention)"),
+    Metric("pair_distortion_mean", "REAL", "", False, _PAIR),
+    Metric("pair_distortion_median", "REAL", "", False, _PAIR),
+    Metric("pair_distortion_max", "REAL", "", False, _PAIR),
+    Metric(
+        "rank_spearman_at_10",
+        "REAL",
+        "",
+        True,
+        "mean over queries of Spearman's rho between the exact and the decoded-vector ranking of the true top 10",
+    ),
     Metric("recall_at_1", "REAL", "", True, _K_RECALL),
     Metric("recall_at_10", "REAL", "", True, _K_RECALL),
     Metric("recall_at_100", "REAL", "", True, _K_RECALL),
     Metric("one_recall_at_1", "REAL", "", True, _ONE_RECALL),
     Metric("one_recall_at_10", "REAL", "", True, _ONE_RECALL),
     Metric("one_recall_at_100", "REAL", "", True, _ONE_RECALL),
+    Metric("symmetric_one_recall_at_1", "REAL", "", True, "one_recall_at_1 with the queries encoded and decoded too"),
+    Metric("symmetric_recall_at_10", "REAL", "", True, "recall_at_10 with the queries encoded and decoded too"),
     Metric(
         "train_s",
         "REAL",
@@ -104,8 +131,16 @@ METRICS: tuple[Metric, ...] = (
         "training time when the codec was first trained; equals train_s when trained in this case",
     ),
     Metric("encode_s", "REAL", "s", False, "wall time to encode the whole base"),
-    Metric("search_s", "REAL", "s", False, "wall time of one batched asymmetric search of all queries"),
-    Metric("qps", "REAL", "1/s", True, "queries per second of that search (n_queries / search_s)"),
+    Metric("encode_vps", "REAL", "vectors/s", True, "encode throughput: n_base / encode_s"),
+    Metric("search_s", "REAL", "s", False, "best (shortest) round of the batched asymmetric search of all queries"),
+    Metric("qps", "REAL", "1/s", True, "queries per second of the best round (n_queries / search_s) = qps_max"),
+    Metric("qps_min", "REAL", "1/s", True, "queries per second of the slowest batched search round"),
+    Metric("qps_median", "REAL", "1/s", True, "median over batched search rounds of queries per second"),
+    Metric("qps_max", "REAL", "1/s", True, "queries per second of the fastest batched search round"),
+    Metric("latency_p50_ms", "REAL", "ms", False, "median wall time of a one-query search"),
+    Metric("latency_p95_ms", "REAL", "ms", False, "95th percentile wall time of a one-query search"),
+    Metric("latency_p99_ms", "REAL", "ms", False, "99th percentile wall time of a one-query search"),
+    Metric("latency_queries", "INTEGER", "", None, "queries timed one at a time for the latency percentiles"),
     Metric("threads", "INTEGER", "", None, "OpenMP threads faiss used"),
 )
 
@@ -116,17 +151,30 @@ ARTIFACTS: tuple[Column, ...] = (
         "codec_path",
         "TEXT",
         "trained (empty) codec, faiss.serialize_index bytes written atomically to "
-        "<codebooks-dir>/<fingerprint>/<case_id>-<key>.faissindex (also the codec cache)",
+        "<codebooks-dir>/<fingerprint>/<training_id>-<key>.faissindex (also the codec cache; training_id is the"
+        " case_id without search parameters)",
     ),
+    Column("search_round_s_json", "TEXT", "seconds of each batched search round, as a JSON list (qps_* and stats)"),
+    Column("search_timer", "TEXT", "what timed the search rounds: pytest-benchmark (benchmark.pedantic) or harness"),
     Column(
         "codec_cached",
         "INTEGER",
         "1 = the codec was loaded from the codec cache (codec_path), 0 = trained in this case",
     ),
+    Column(
+        "codec_reused",
+        "INTEGER",
+        "1 = the trained and encoded codec of an earlier case of the same training (same codec cache key) in this"
+        " process was reused: only the search ran (train_s 0; encode_s and distortion are those of the reused codes)",
+    ),
 )
 
 PROVENANCE: tuple[Column, ...] = (
-    Column("seed", "INTEGER", "seed of the training sample drawn from the base"),
+    Column(
+        "seed",
+        "INTEGER",
+        "training seed: of the sample drawn from the base and of faiss's k-means (the case's -seed<N>, else --vq-seed)",
+    ),
     Column("dataset_fingerprint", "TEXT", "content fingerprint of base + queries (+ given ground truth)"),
     Column("gt_source", "TEXT", "where the ground truth came from: a file, or computed (and cached)"),
     Column(
@@ -149,6 +197,14 @@ PROVENANCE: tuple[Column, ...] = (
 ALL_COLUMNS: tuple[Column | Metric, ...] = (*IDENTITY, *METRICS, *ARTIFACTS, *PROVENANCE)
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in ALL_COLUMNS)
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
+TIMING_UNITS = ("s", "1/s", "ms", "vectors/s")
+# Columns that differ between two runs of the same codec on the same data (clock readings and what shapes them).
+TIMING_COLUMNS: tuple[str, ...] = (
+    *(m.name for m in METRICS if m.unit in TIMING_UNITS),
+    "threads",
+    "latency_queries",
+    "search_round_s_json",
+)
 PRIMARY_KEY: tuple[str, ...] = ("run_id", "case_id")
 SQL_TYPES: dict[str, SqlType] = {c.name: c.sql_type for c in ALL_COLUMNS}
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1

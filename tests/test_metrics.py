@@ -379,6 +379,41 @@ def test_accumulator_chunking_equals_one_shot(seed, n, d, cuts):
     assert acc.mean_sq_norm == pytest.approx(exact_norm, rel=1e-12)
 
 
+@_HYP
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 60),
+    d=st.integers(1, 10),
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+)
+def test_accumulator_conventions_chunked_equal_loops(seed, n, d, cuts):
+    """mse_per_dim (the seeds' per-element MSE) and mean_l2_error (faiss codec wiki) on the same streaming pass."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x_hat = (x + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+    acc = MSEAccumulator()
+    for lo, hi in itertools.pairwise([0, *sorted(c for c in cuts if c <= n), n]):
+        acc.add(x[lo:hi], x_hat[lo:hi])
+    elems = [(float(a) - float(b)) ** 2 for a, b in zip(x.ravel(), x_hat.ravel(), strict=True)]
+    assert acc.mse_per_dim == pytest.approx(math.fsum(elems) / (n * d), rel=1e-12)
+    norms = [math.sqrt(math.fsum(elems[i * d : (i + 1) * d])) for i in range(n)]
+    assert acc.mean_l2_error == pytest.approx(math.fsum(norms) / n, rel=1e-12)
+    assert acc.mean_l2_error**2 <= acc.mse * (1 + 1e-12)
+
+
+def test_every_metric_is_documented():
+    """The registry is the list: each metric is declared once and documented in docs/METRICS.md."""
+    from pathlib import Path
+
+    from vq_benchmark.reports.schema import METRIC_NAMES, METRICS
+
+    assert len(set(METRIC_NAMES)) == len(METRIC_NAMES)
+    assert all(m.unit is not None and m.description for m in METRICS)
+    text = (Path(__file__).resolve().parent.parent / "docs" / "METRICS.md").read_text()
+    missing = [name for name in METRIC_NAMES if f"`{name}`" not in text]
+    assert not missing, f"metrics not documented in docs/METRICS.md: {missing}"
+
+
 def test_relative_mse_value_and_zero_norm():
     acc = MSEAccumulator()
     acc.add(np.array([[3.0, 4.0], [0.0, 0.0]]), np.array([[3.0, 3.0], [1.0, 0.0]]))

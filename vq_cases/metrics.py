@@ -12,6 +12,8 @@ Rows store the exact-distance recalls (ann-benchmarks rule); the id-based ones s
 - 1-recall@R by id: fraction of queries whose true nearest neighbour gt_i[0] appears in res_i[:R] (PQ paper).
 - reconstruction MSE: mean over vectors of ||x - x_hat||^2, summed over dims (faiss bench_quantizer).
 - relative MSE: reconstruction MSE / mean ||x||^2, so distortion is comparable across datasets.
+- per-element MSE: reconstruction MSE / d (the seeds' study convention).
+- mean L2 error: mean over vectors of ||x - x_hat|| (faiss codec wiki convention); its square is <= the MSE.
 
 -1 ids never count as hits; ids are compared with set semantics (each distinct id credited once).
 """
@@ -314,6 +316,7 @@ class MSEAccumulator:
         self._dim: int | None = None
         self._sq_err = 0.0
         self._sq_norm = 0.0
+        self._l2_err = 0.0
 
     def add(self, x_chunk: np.ndarray, x_hat_chunk: np.ndarray) -> None:
         """Accumulate one chunk of original vectors and their reconstructions."""
@@ -332,7 +335,9 @@ class MSEAccumulator:
             for start in range(0, x.shape[0], rows):
                 xb = x[start : start + rows].astype(np.float64)
                 diff = xb - x_hat[start : start + rows].astype(np.float64)
-                self._sq_err += float(np.einsum("ij,ij->", diff, diff))
+                per_row = np.einsum("ij,ij->i", diff, diff)
+                self._sq_err += float(per_row.sum())
+                self._l2_err += float(np.sqrt(per_row).sum())
                 self._sq_norm += float(np.einsum("ij,ij->", xb, xb))
         self._n += x.shape[0]
 
@@ -350,6 +355,18 @@ class MSEAccumulator:
         """Mean over vectors of ||x - x_hat||^2."""
         self._require_data()
         return self._sq_err / self._n
+
+    @property
+    def mse_per_dim(self) -> float:
+        """mse / d: the mean squared error per vector element."""
+        self._require_data()
+        return self.mse / max(1, self._dim or 1)
+
+    @property
+    def mean_l2_error(self) -> float:
+        """Mean over vectors of ||x - x_hat|| (not squared)."""
+        self._require_data()
+        return self._l2_err / self._n
 
     @property
     def mean_sq_norm(self) -> float:

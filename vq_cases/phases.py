@@ -2,15 +2,18 @@
 
 Each phase returns a small frozen record so later work can reuse a trained (and encoded) codec across several
 search-parameter cases instead of retraining. `runner.run_case` composes them into a row. The base is encoded in
-chunks so a memory-mapped base much larger than RAM is streamed, and reconstruction error is accumulated on the
-same pass (decode time is not counted in `encode_s`).
+chunks so a memory-mapped base much larger than RAM is streamed, and every distortion metric (MSE in its three
+conventions, pairwise and rank-order distortion on a seeded sample) is accumulated on the same pass (decode time
+is not counted in `encode_s`). The search is timed in rounds (QPS and its spread) and query by query (latency
+percentiles) as `vq_cases.timing` says; decoded queries are searched once more, untimed, for symmetric recall.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -19,9 +22,17 @@ import numpy as np
 from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.vq_cases.codec import Codec
 from vq_benchmark.vq_cases.codec_cache import CodecSlot, load_cached, store_codec
+from vq_benchmark.vq_cases.distortion import DistortionSampler, plan_distortion
 from vq_benchmark.vq_cases.methods import METHODS, Method, ParamValue, null_metrics
 from vq_benchmark.vq_cases.metrics import RECALL_KS, MSEAccumulator, distance_recalls
 from vq_benchmark.vq_cases.sweep import Case
+from vq_benchmark.vq_cases.timing import (
+    SearchTiming,
+    current_search_timing,
+    latency_percentiles_ms,
+    qps_spread,
+    time_single_queries,
+)
 
 ENCODE_CHUNK_ROWS = 65_536
 FAR_BELOW_FRACTION = 4  # a training sample under 1/4 of faiss's recommendation is flagged "far below"
@@ -47,19 +58,44 @@ class Trained:
     codec_path: Path | None = None  # the codec cache file holding `blob`, once written or loaded
 
 
+DECODE_METRICS: tuple[str, ...] = (
+    "mse",
+    "relative_mse",
+    "mse_per_dim",
+    "mean_l2_error",
+    "pair_distortion_mean",
+    "pair_distortion_median",
+    "pair_distortion_max",
+    "rank_spearman_at_10",
+    "symmetric_one_recall_at_1",
+    "symmetric_recall_at_10",
+)
+"""Metrics that need a faithful decode: NULL, with the reason given for `mse`, wherever a method declares `mse`
+NULL (RaBitQ rebuilds only its 1-bit code, ITQ+LSH cannot decode)."""
+SYMMETRIC_KS: tuple[int, ...] = (10,)
+SYMMETRIC_RS: tuple[int, ...] = (1,)
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """The base encoded into the codec; mse/relative_mse are None when the method declares MSE NULL."""
+    """The base encoded into the codec; mse/relative_mse are None when the method declares MSE NULL.
+
+    `distortion` holds the other decode metrics (mse_per_dim, mean_l2_error, pair_distortion_*,
+    rank_spearman_at_10) that could be measured, `distortion_null` why the others could not."""
 
     encode_s: float
     code_bytes: int
     mse: float | None
     relative_mse: float | None  # also None when every base vector is zero
+    distortion: Mapping[str, float] = field(default_factory=dict)
+    distortion_null: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Searched:
-    """One timed batched search of all queries; qps is None below the timer resolution."""
+    """The timed batched search of all queries (best of `round_s`), its single-query latencies and, where the codec
+    decodes faithfully, the untimed search of the decoded queries (symmetric). qps is None below the timer
+    resolution."""
 
     k: int
     search_s: float
@@ -67,6 +103,11 @@ class Searched:
     threads: int
     ids: np.ndarray  # nq x k int64, -1 = no result
     dists: np.ndarray  # nq x k float32, as the codec computed them
+    round_s: tuple[float, ...] = ()  # seconds of each batched round
+    timer: str = "harness"  # what timed the rounds: harness or pytest-benchmark
+    latency_s: tuple[float, ...] = ()  # seconds of each single-query search
+    symmetric_ids: np.ndarray | None = None  # nq x k_sym, decoded queries searched against the codes
+    symmetric_null: Mapping[str, str] = field(default_factory=dict)
 
 
 def _training_notes(method: Method, params: Mapping[str, ParamValue], n_train: int) -> list[str]:
@@ -129,13 +170,18 @@ def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: Co
 
 
 def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
-    """Encode the base chunk by chunk (timed), accumulate MSE on the same pass, then add the codes."""
+    """Encode the base chunk by chunk (timed), accumulate every distortion metric on the same pass, then add the
+    codes."""
     codec = trained.codec
     want_mse = "mse" not in trained.null
     code_bytes = codec.code_bytes
     adds = getattr(codec, "adds_vectors", False)  # indexes whose codes cannot be added as bytes (IVF fast-scan)
     codes = np.empty((ds.n_base, code_bytes), dtype=np.uint8)
     acc = MSEAccumulator()
+    sampler = None
+    if want_mse:
+        plan = plan_distortion(ds.n_base, ds.gt_ids)
+        sampler = DistortionSampler(plan, ds.queries, ds.search_metric, ds.dim)
     encode_s = 0.0
     for start, block in ds.base.blocks(ENCODE_CHUNK_ROWS):
         x = np.ascontiguousarray(block, dtype=np.float32)
@@ -145,23 +191,78 @@ def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
         codes[start : start + x.shape[0]] = chunk_codes
         if adds:
             codec.add_vectors(x)
-        if want_mse:
-            acc.add(x, codec.decode(chunk_codes))
+        if sampler is not None:
+            x_hat = codec.decode(chunk_codes)
+            acc.add(x, x_hat)
+            sampler.add(start, x, x_hat)
     if not adds:
         codec.add_codes(codes)
-    if not want_mse or acc.n == 0:
+    if sampler is None or acc.n == 0:
         return Encoded(encode_s, code_bytes, None, None)
-    return Encoded(encode_s, code_bytes, acc.mse, acc.relative_mse)
+    values, null = sampler.results()
+    values = {"mse_per_dim": acc.mse_per_dim, "mean_l2_error": acc.mean_l2_error, **values}
+    return Encoded(encode_s, code_bytes, acc.mse, acc.relative_mse, values, null)
 
 
-def search_phase(trained: Trained, ds: LoadedDataset, k: int) -> Searched:
-    """One batched asymmetric search of all queries, timed as a whole (QPS comes from the same run)."""
+def search_phase(trained: Trained, ds: LoadedDataset, k: int, *, timing: SearchTiming | None = None) -> Searched:
+    """The batched asymmetric search of all queries in `timing.rounds` timed rounds (the result of the last is
+    kept; QPS comes from the same runs), then single queries timed one at a time, then (untimed, where decoding
+    is faithful) the decoded queries searched against the codes for symmetric recall."""
+    timing = timing or current_search_timing()
+    codec = trained.codec
     threads = int(faiss.omp_get_max_threads())
-    t0 = time.perf_counter()
-    dists, ids = trained.codec.search(ds.queries, k)
-    search_s = time.perf_counter() - t0
+    queries = ds.queries
+    result, round_s, timer = timing.round_timer(lambda: codec.search(queries, k), timing.rounds)
+    dists, ids = result
+    search_s = min(round_s)
     qps = ds.n_queries / search_s if search_s > 0 else None
-    return Searched(k, search_s, qps, threads, ids, dists)
+    latency = time_single_queries(
+        lambda q: codec.search(q, k), queries, count=timing.latency_queries, budget_s=timing.latency_budget_s
+    )
+    sym_ids, sym_null = None, {}
+    if "mse" not in trained.null:
+        sym_ids, sym_null = _symmetric_search(codec, ds, k)
+    return Searched(k, search_s, qps, threads, ids, dists, tuple(round_s), timer, tuple(latency), sym_ids, sym_null)
+
+
+def _symmetric_search(codec: Codec, ds: LoadedDataset, k: int) -> tuple[np.ndarray, dict[str, str]]:
+    """faiss bench_quantizer's symmetric setting: queries encoded and decoded too, then searched against the codes."""
+    k_sym = min(max((*SYMMETRIC_KS, *SYMMETRIC_RS)), k)
+    decoded = np.ascontiguousarray(codec.decode(codec.encode(ds.queries)), dtype=np.float32)
+    _, ids = codec.search(decoded, k_sym)
+    null = {}
+    for kk in SYMMETRIC_KS:
+        if kk > ds.gt_k:
+            null[f"symmetric_recall_at_{kk}"] = f"ground truth holds {ds.gt_k} neighbours per query, fewer than k={kk}"
+        elif kk > k_sym:
+            null[f"symmetric_recall_at_{kk}"] = f"only {k_sym} results per query (n_base={ds.n_base})"
+    return np.asarray(ids), null
+
+
+def speed_metrics(trained: Trained, encoded: Encoded, searched: Searched, ds: LoadedDataset) -> tuple[dict, dict]:
+    """The speed and size columns beside train_s/encode_s/search_s/qps: (values, metric -> why NULL)."""
+    values: dict[str, float | int | str] = {}
+    null: dict[str, str] = {}
+    if encoded.encode_s > 0:
+        values["encode_vps"] = ds.n_base / encoded.encode_s
+    else:
+        null["encode_vps"] = "encoding took less than the timer resolution"
+    spread = qps_spread(ds.n_queries, searched.round_s)
+    values.update(spread)
+    if not spread:
+        null.update(dict.fromkeys(("qps_min", "qps_median", "qps_max"), "search took less than the timer resolution"))
+    values.update(latency_percentiles_ms(searched.latency_s))
+    values["latency_queries"] = len(searched.latency_s)
+    if searched.round_s:
+        values["search_round_s_json"] = json.dumps([float(t) for t in searched.round_s])
+        values["search_timer"] = searched.timer
+    if trained.blob is not None:
+        values["codec_bytes"] = len(trained.blob)
+        values["total_bytes"] = ds.n_base * encoded.code_bytes + len(trained.blob)
+    else:
+        why = "python quantizer: no serialized codec (faiss.serialize_index does not apply)"
+        null.update(codec_bytes=why, total_bytes=why)
+    return values, null
 
 
 def recall_depths(k_search: int, ds: LoadedDataset) -> tuple[tuple[int, ...], tuple[int, ...], dict[str, str]]:
@@ -183,6 +284,14 @@ def recall_depths(k_search: int, ds: LoadedDataset) -> tuple[tuple[int, ...], tu
 
 def score(searched: Searched, ds: LoadedDataset) -> dict[str, float]:
     """The row's recalls by exact distance (ties credited, see docs/METRICS.md); depths that cannot be scored
-    are left out (`recall_depths` gives their NULL reasons)."""
+    are left out (`recall_depths` gives their NULL reasons). Symmetric recalls are scored the same way, against the
+    raw queries' true neighbours, when the symmetric search ran."""
     ks, rs, _ = recall_depths(searched.k, ds)
-    return distance_recalls(ds.base, ds.queries, searched.ids, ds.gt_ids, ds.search_metric, ks=ks, rs=rs)
+    out = distance_recalls(ds.base, ds.queries, searched.ids, ds.gt_ids, ds.search_metric, ks=ks, rs=rs)
+    if searched.symmetric_ids is not None:
+        sym = searched.symmetric_ids
+        sks = tuple(k for k in SYMMETRIC_KS if f"symmetric_recall_at_{k}" not in searched.symmetric_null)
+        srs = tuple(r for r in SYMMETRIC_RS if r <= sym.shape[1])
+        got = distance_recalls(ds.base, ds.queries, sym, ds.gt_ids, ds.search_metric, ks=sks, rs=srs)
+        out.update({f"symmetric_{name}": value for name, value in got.items()})
+    return out
