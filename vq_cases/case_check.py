@@ -17,7 +17,7 @@ from vq_benchmark.fixtures.memory_budget import (
 )
 from vq_benchmark.vq_cases.methods import METHODS, skip_reason
 from vq_benchmark.vq_cases.metrics import RECALL_KS
-from vq_benchmark.vq_cases.phases import ENCODE_CHUNK_ROWS
+from vq_benchmark.vq_cases.phases import ENCODE_CHUNK_ROWS, ENCODE_SCRATCH_BYTES
 from vq_benchmark.vq_cases.sweep import Case
 
 
@@ -37,6 +37,7 @@ def case_skip_reason(case: Case, ds: LoadedDataset, n_train: int, budget: Budget
         return None
     m, nbits = params.get("M"), params.get("nbits", 8)
     scratch = pq_encode_scratch(ds.dim, m, nbits) if isinstance(m, int) and isinstance(nbits, int) else 0
+    scratch = min(scratch, ENCODE_SCRATCH_BYTES // ENCODE_CHUNK_ROWS + 1) if scratch else 0  # calls are cut (phases)
     estimate = estimate_case(
         ds.n_base,
         ds.dim,

@@ -20,6 +20,7 @@ import faiss
 import numpy as np
 
 from vq_benchmark.fixtures.loading import LoadedDataset
+from vq_benchmark.fixtures.memory_budget import pq_encode_scratch
 from vq_benchmark.vq_cases.codec import Codec
 from vq_benchmark.vq_cases.codec_cache import CodecSlot, load_cached, store_codec
 from vq_benchmark.vq_cases.distortion import DistortionSampler, plan_distortion
@@ -35,6 +36,7 @@ from vq_benchmark.vq_cases.timing import (
 )
 
 ENCODE_CHUNK_ROWS = 65_536
+ENCODE_SCRATCH_BYTES = 64 << 20  # the most faiss's PQ encode table may take per call
 FAR_BELOW_FRACTION = 4  # a training sample under 1/4 of faiss's recommendation is flagged "far below"
 
 
@@ -169,6 +171,17 @@ def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: Co
     return Trained(case, codec, blob, n_train, train_s, tuple(notes), null, original_train_s=train_s, codec_path=path)
 
 
+def _encode_call_rows(case: Case, dim: int) -> int:
+    """Rows per encode call: faiss's PQ encoder allocates a rows x M x 2^nbits float table per call (512 MiB for
+    PQ8x8 on a 65,536-row chunk at d = 128), so calls are cut to keep that table under ENCODE_SCRATCH_BYTES."""
+    params = dict(case.params)
+    m, nbits = params.get("M"), params.get("nbits", 8)
+    if not (isinstance(m, int) and isinstance(nbits, int)):
+        return ENCODE_CHUNK_ROWS
+    per_row = pq_encode_scratch(dim, m, nbits)
+    return ENCODE_CHUNK_ROWS if per_row == 0 else max(64, min(ENCODE_CHUNK_ROWS, ENCODE_SCRATCH_BYTES // per_row))
+
+
 def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
     """Encode the base chunk by chunk (timed), accumulate every distortion metric on the same pass, then add the
     codes."""
@@ -183,10 +196,11 @@ def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
         plan = plan_distortion(ds.n_base, ds.gt_ids)
         sampler = DistortionSampler(plan, ds.queries, ds.search_metric, ds.dim)
     encode_s = 0.0
+    call_rows = _encode_call_rows(trained.case, ds.dim)
     for start, block in ds.base.blocks(ENCODE_CHUNK_ROWS):
         x = np.ascontiguousarray(block, dtype=np.float32)
         t0 = time.perf_counter()
-        chunk_codes = codec.encode(x)
+        chunk_codes = np.concatenate([codec.encode(x[i : i + call_rows]) for i in range(0, len(x), call_rows)])
         encode_s += time.perf_counter() - t0
         codes[start : start + x.shape[0]] = chunk_codes
         if adds:
