@@ -97,6 +97,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         "--vq-dataset=dummy-small",
         f"--vq-sweep={sweep}",
         "--vq-search-rounds=1",
+        "--vq-train-size=600",  # OPQ, LSQ and RQ train in seconds; far below faiss's advice, flagged in notes
         f"--vq-db-path={tmp / 'bench.db'}",
         f"--vq-run-dir={tmp / 'runs'}",
         f"--vq-cache-dir={tmp / 'cache'}",
