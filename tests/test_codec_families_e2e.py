@@ -82,7 +82,7 @@ factory = ["OPQ8_32,IVF16,PQ8x4fs"]
 
 [[sweep]]
 method = "python"
-quantizer = ["lvq"]
+quantizer = ["lvq", "uniform_sq"]
 bits = [4]
 """
 
@@ -124,8 +124,9 @@ def test_every_family_ran(rows: dict[str, dict]) -> None:
 
 def test_code_bytes_are_the_codecs_own(rows: dict[str, dict]) -> None:
     for case_id, row in rows.items():
-        if row["codec_path"] is None:  # a python quantizer: its own code_bytes
-            assert row["method"] == "python" and row["code_bytes"] == -(-32 * 4 // 8) + 8  # LVQ: ceil(d*b/8) + 8
+        if row["codec_path"] is None:  # a python quantizer: its own code_bytes, ceil(d*b/8) (+ 8 for LVQ's lo/step)
+            assert row["method"] == "python" and row["search_mode"] in ("asymmetric", "decode-then-search")
+            assert row["code_bytes"] == 32 * 4 // 8 + (8 if "lvq" in case_id else 0), case_id
             continue
         index = faiss.read_index(row["codec_path"])
         assert row["code_bytes"] == index.sa_code_size(), case_id
@@ -139,6 +140,13 @@ def test_recall_orders_as_theory_says(rows: dict[str, dict]) -> None:
     assert r10["dummy-small-rabitq-nbits1"] < r10["dummy-small-rabitq-nbits4"] < r10["dummy-small-rabitq-nbits8"]
     nprobe = [r10[f"dummy-small-ivf-nlist16-innersq8-nprobe{p}"] for p in (1, 4, 16)]
     assert nprobe == sorted(nprobe) and nprobe[-1] > nprobe[0]
+
+
+def test_python_quantizers_from_the_sweep(rows: dict[str, dict]) -> None:
+    lvq, usq = rows["dummy-small-python-quantizerlvq-bits4"], rows["dummy-small-python-quantizeruniform_sq-bits4"]
+    assert lvq["search_mode"] == "asymmetric" and usq["search_mode"] == "decode-then-search"
+    assert lvq["mse"] < usq["mse"]  # per-vector ranges fit better than one global range per dimension
+    assert rows["dummy-small-sq4"]["mse"] == pytest.approx(usq["mse"], rel=0.05)  # faiss SQ4 is the same scheme
 
 
 def test_residual_quantizer_beats_pq_at_equal_bits(rows: dict[str, dict]) -> None:
