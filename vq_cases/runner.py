@@ -211,7 +211,8 @@ def _encoded(
     """The trained and encoded codec of the case's training: the memo's (True) or a new one (False). A memo entry
     encoded with another max_beam_size is encoded again from its trained, empty codec (no retraining)."""
     n_train = int(train_x.shape[0])
-    encode_params = {k: v for k, v in case.search if k in ENCODE_PARAMS}
+    # max_beam_size shapes faiss's RQ encoding; a Python quantizer's keyword of that name is search-only
+    encode_params = {k: v for k, v in case.search if k in ENCODE_PARAMS} if case.method != "python" else {}
     key = memo_key(case, ds.fingerprint, n_train, seed)
     entry = memo.get(key) if memo is not None else None
     if entry is None:
