@@ -57,7 +57,11 @@ def test_default_sweep_is_deterministic_and_dataset_specific():
 def test_default_sweep_only_names_known_methods():
     for case in expand_sweep(DEFAULT_SWEEP, "dummy"):
         assert case.method in METHODS
-        assert [k for k, _ in case.params] == [p.name for p in METHODS[case.method].params]
+        declared = [p.name for p in METHODS[case.method].params]
+        keys = [k for k, _ in case.params]
+        assert keys[: len(declared)] == declared  # an ivf's inner method parameters follow its own
+        if case.method != "ivf":
+            assert keys == declared
 
 
 # ---------------------------------------------------------------- expansion
