@@ -8,6 +8,7 @@ Subcommands:
   embed --collection C --queries Q --out DIR               embed MSMARCO-style TSVs (all-MiniLM-L6-v2), resumable
   merge RUN_DIR... --db OUT.db [--rerun-file F]           join shard results into one database, list what is missing
   submit --shards N [sbatch options] -- [pytest args]      a SLURM job array of shards plus a merge job
+  report [DB] [--run RUN_ID|latest|all] [-k EXPR] [--format F]  a run's table, Pareto-optimal cases marked
   rebuild-json RUN_DIR [RUN_DIR...]                        rebuild results.json from results.jsonl (after a crash)
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vq_benchmark.plugin import embed_cmd, gt_cmd, merge_cmd, submit
+from vq_benchmark.plugin import embed_cmd, gt_cmd, merge_cmd, report_cmd, submit
 from vq_benchmark.plugin.settings import BY_NAME, SettingError, Settings, read_pyproject_ini, resolve_settings
 
 CASES_PACKAGE = "vq_benchmark.vq_cases"
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge_cmd.add_parser(sub)
     embed_cmd.add_parser(sub)
     submit.add_parser(sub)
+    report_cmd.add_parser(sub)
 
     p = sub.add_parser("rebuild-json", help="rebuild <run-dir>/<run_id>/results.json from its results.jsonl")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a <run-dir>/<run_id> folder")
