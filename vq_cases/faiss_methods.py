@@ -383,23 +383,20 @@ FAISS_METHODS: tuple[Method, ...] = (
         grid={"M": (4, 8), "nbits": (8,)},
         code_bytes=_AQ_BYTES,
     ),
-    _method(
-        "prq",
-        "product residual quantizer: nsplits sub-spaces, each an RQ of M stages of nbits",
-        (_NSPLITS, _AQ_M, _NBITS),
-        train_points=_points(),
-        skip=_skip_aq,
-        grid={"nsplits": (2, 4), "M": (2, 4), "nbits": (8,)},
-        code_bytes=_PAQ_BYTES,
-    ),
-    _method(
-        "plsq",
-        "product local search quantizer: nsplits sub-spaces, each an LSQ of M codebooks of nbits",
-        (_NSPLITS, _AQ_M, _NBITS),
-        train_points=_points(),
-        skip=_skip_aq,
-        grid={"nsplits": (2, 4), "M": (2, 4), "nbits": (8,)},
-        code_bytes=_PAQ_BYTES,
+    *(
+        _method(
+            name,
+            f"product {kind}: nsplits sub-spaces, each an {inner} of M {stages} of nbits",
+            (_NSPLITS, _AQ_M, _NBITS),
+            train_points=_points(),
+            skip=_skip_aq,
+            grid={"nsplits": (2, 4), "M": (2, 4), "nbits": (8,)},
+            code_bytes=_PAQ_BYTES,
+        )
+        for name, kind, inner, stages in (
+            ("prq", "residual quantizer", "RQ", "stages"),
+            ("plsq", "local search quantizer", "LSQ", "codebooks"),
+        )
     ),
     _method(
         "rabitq",
