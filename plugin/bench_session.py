@@ -35,6 +35,7 @@ from vq_benchmark.reports.jsonl import JsonlLog
 from vq_benchmark.reports.manifest import Manifest, write_manifest
 from vq_benchmark.reports.rows import make_row
 from vq_benchmark.reports.schema import Row
+from vq_benchmark.reports.session_summary import counts_line, files_lines, reproduce_command
 from vq_benchmark.reports.sqlite_store import StoreError
 from vq_benchmark.reports.summary import repeats_table, summary_table
 from vq_benchmark.vq_cases.codec_memo import CodecMemo
@@ -80,6 +81,7 @@ class BenchSession:
         self._by_id: dict[str, Case] = {}
         self._worker_exits: dict[str, str] = {}
         self._finish_problem: str | None = None
+        self.written_files: list[tuple[str, Path]] = []  # (label, path) of files written beside the run's own
         faiss.omp_set_num_threads(self.faiss_threads())
 
     # -- what is measured -------------------------------------------------------------------------------
@@ -355,11 +357,12 @@ class BenchSession:
         repeats = repeats_table(rows)
         if repeats:
             lines += ["", repeats]
-        lines.append(f"SQLite: {self.layout.db_path}  (table results, run_id='{self.run_id}')")
-        lines.append(f"JSONL:  {self.files.jsonl_path}")
-        lines.append(f"JSON:   {self.files.json_path}")
+        lines.append(counts_line(rows, not_recorded=len(self.files.unrecorded)))
+        db, folder = self.layout.db_path, self.layout.folder
+        lines += files_lines(rows, db_path=db, run_id=self.run_id, run_folder=folder, extra=self.written_files)
         if self._finish_problem:
             lines.append(f"JSON report not written: {self._finish_problem}")
+        lines.append(f"this table again: {reproduce_command(db, self.run_id)}")
         return lines
 
     def start_worker_watchdog(self) -> None:

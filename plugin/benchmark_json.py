@@ -283,6 +283,7 @@ def write_benchmark_json(config: Any, bench: Any) -> None:
     rows = list(bench.files.rows.values())
     try:
         write_document(path, benchmark_document(rows, run_id=bench.run_id))
+        bench.written_files.append(("benchmark JSON", path))
     except (OSError, ValueError) as exc:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

@@ -27,6 +27,7 @@ class RunFiles:
     def __init__(self, db_path: Path, run_path: Path) -> None:
         self.db_path, self.run_path = Path(db_path), Path(run_path)
         self.rows: dict[str, Row] = {}  # this session's rows by case id
+        self.unrecorded: set[str] = set()  # case ids whose row reached neither file
         self._earlier: dict[str, Row] = {}
         self._store: SqliteStore | None = None
         self._log = JsonlLog(self.jsonl_path)
@@ -52,10 +53,13 @@ class RunFiles:
         """Persist one row in both places; the text of what failed, or None. When one place failed, the row is
         marked failed with that text wherever it could be written, so no file claims `ok` for a failed case."""
         problems = self._write_both(row)
+        case_id = str(row["case_id"])
+        self.unrecorded.discard(case_id)
         if problems:
             row = {**row, "status": "failed", "error": "; ".join(problems)[:500]}
-            self._write_both(row)
-        self.rows[str(row["case_id"])] = row
+            if len(self._write_both(row)) == 2:
+                self.unrecorded.add(case_id)
+        self.rows[case_id] = row
         return "; ".join(problems) or None
 
     def _write_both(self, row: Row) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from vq_benchmark.fixtures.ground_truth import exact_knn
+from vq_benchmark.plugin.cli import main
 from vq_benchmark.reports.schema import COLUMN_NAMES
 from vq_benchmark.vq_cases.metrics import k_recall_at_k
 
@@ -244,7 +246,9 @@ def test_xdist_workers_share_one_run_and_split_cores(pytester: pytest.Pytester, 
         assert r["run_id"] in r["neighbors_path"] and Path(r["neighbors_path"]).is_file()
 
 
-def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_failed_case_is_recorded_and_others_still_run(
+    pytester: pytest.Pytester, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A quantizer that raises fails its own case with one line; PQ with 2^16 centroids cannot train on 1,000
     points, so it is skipped with the reason; the other cases run."""
     (tmp_path / "broken.py").write_text(
@@ -273,6 +277,28 @@ def test_failed_case_is_recorded_and_others_still_run(pytester: pytest.Pytester,
     assert skipped["status"] == "skipped" and "1000" in skipped["error"] and "65536" in skipped["error"]
     assert rows["dummy-small-sq8"]["status"] == "ok"
     res.stdout.fnmatch_lines(["*dummy-small-python*failed*"])
+    # The end of the summary: counts with the skip reason, every file written, and the command to see it again.
+    out = res.stdout.str()
+    counts = next(line for line in out.splitlines() if "cases run:" in line)
+    assert counts.startswith("3 cases run: 1 ok, 1 failed, 1 skipped (1x training sample 1000 < 65536")
+    assert counts.endswith("; 3 rows written")
+    run_id = failed["run_id"]
+    db, folder = tmp_path / "out" / "bench.db", tmp_path / "out" / "runs" / run_id
+    res.stdout.fnmatch_lines(
+        [
+            "files written:",
+            f"  database * {db}  (table results, run_id='{run_id}')",
+            f"  run folder * {folder}: *manifest.json, results.json, results.jsonl, arrays/ (2 files)",
+            f"  codecs * 1 trained codec in {tmp_path / 'codebooks'}/*",
+            f"this table again: vq-benchmark report {db} --run {run_id}",
+        ]
+    )
+    command = shlex.split(next(line for line in out.splitlines() if line.startswith("this table again: "))[18:])
+    capsys.readouterr()  # the in-process session's own output
+    assert command[0] == "vq-benchmark" and main(command[1:]) == 0
+    table = capsys.readouterr().out
+    lines = table.strip().splitlines()[2:]  # under the header and its rule: one line per case of the run
+    assert sorted(line.split()[1] for line in lines) == sorted(str(r["method"]) for r in rows.values())
 
 
 def test_reused_run_id_keeps_earlier_rows_in_json(pytester: pytest.Pytester, tmp_path: Path) -> None:
