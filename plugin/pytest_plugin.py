@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from vq_benchmark.plugin import live_output
 from vq_benchmark.plugin.run_id import new_run_id
 from vq_benchmark.plugin.settings import SETTINGS, SettingError, Settings, available_cores, resolve_settings
 
@@ -63,6 +64,7 @@ class _State:
         self.usage_error: str | None = None
         self.controller_checked = False
         self._provisional_run_id: str | None = None
+        self.terminal_tty = live_output.stdout_is_terminal()  # now: during collection, capture hides the terminal
 
     @property
     def is_worker(self) -> bool:
@@ -103,6 +105,7 @@ class _State:
             self.bench.start_worker_watchdog()
         else:
             self.bench = BenchSession(settings, settings.run_id or self.provisional_run_id(), only_cases=only)
+            live_output.install(self.config, tty=self.terminal_tty)  # long work draws its bars on the terminal
         return self.bench
 
 
@@ -403,3 +406,4 @@ class _Recorder:
     def pytest_unconfigure(self) -> None:
         if self.state.bench is not None:
             self.state.bench.close()
+        live_output.uninstall()

@@ -50,7 +50,8 @@ def counts_line(rows: Sequence[Row], *, not_recorded: int = 0) -> str:
     if other:
         parts.append(f"{other} other")
     written = len(rows) - not_recorded
-    tail = f"{written} rows written" + (f", {not_recorded} could not be recorded" if not_recorded else "")
+    tail = f"{written} row{'s' if written != 1 else ''} written"
+    tail += f", {not_recorded} could not be recorded" if not_recorded else ""
     noun = "case" if len(rows) == 1 else "cases"
     return f"{len(rows)} {noun} run: {', '.join(parts)}; {tail}"
 

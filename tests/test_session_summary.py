@@ -43,7 +43,7 @@ def test_counts_name_rows_that_reached_no_file() -> None:
     rows = [_row("a", "ok"), _row("b", "failed", "disk full")]
     assert (
         counts_line(rows, not_recorded=1)
-        == "2 cases run: 1 ok, 1 failed, 0 skipped; 1 rows written, 1 could not be recorded"
+        == "2 cases run: 1 ok, 1 failed, 0 skipped; 1 row written, 1 could not be recorded"
     )
     assert counts_line([_row("a", "ok")]).startswith("1 case run: 1 ok,")
 
@@ -63,7 +63,8 @@ def test_counts_add_up(statuses: list[str], data: st.DataObject) -> None:
     ok, failed, skipped = (int(re.search(rf"(\d+) {s}", line)[1]) for s in ("ok", "failed", "skipped"))  # type: ignore[index]
     assert (ok, failed, skipped) == tuple(statuses.count(s) for s in ("ok", "failed", "skipped"))
     assert line.startswith(f"{len(rows)} case")
-    assert f"; {len(rows) - unrecorded} rows written" in line
+    written = len(rows) - unrecorded
+    assert f"; {written} row{'s' if written != 1 else ''} written" in line
     assert sum(n for n, _ in skip_groups(rows)) == skipped
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from vq_benchmark.fixtures.loading import LoadedDataset
 from vq_benchmark.fixtures.memory_budget import pq_encode_scratch
+from vq_benchmark.fixtures.progress import progress, ticking
 from vq_benchmark.vq_cases.codec import Codec
 from vq_benchmark.vq_cases.codec_cache import CodecSlot, load_cached, store_codec
 from vq_benchmark.vq_cases.distortion import DistortionSampler, plan_distortion
@@ -159,9 +160,10 @@ def train_phase(case: Case, ds: LoadedDataset, train_x: np.ndarray, *, cache: Co
             codec_path=path,
         )
     codec = built.codec
-    t0 = time.perf_counter()
-    codec.train(train_x)
-    train_s = time.perf_counter() - t0
+    with ticking(f"training {case.case_id} on {n_train:,} vectors"):
+        t0 = time.perf_counter()
+        codec.train(train_x)
+        train_s = time.perf_counter() - t0
     blob = codec.serialize()
     if blob is None:  # a Python quantizer: nothing faiss can store, so no codec cache either
         path = None
@@ -197,18 +199,20 @@ def encode_phase(trained: Trained, ds: LoadedDataset) -> Encoded:
         sampler = DistortionSampler(plan, ds.queries, ds.search_metric, ds.dim)
     encode_s = 0.0
     call_rows = _encode_call_rows(trained.case, ds.dim)
-    for start, block in ds.base.blocks(ENCODE_CHUNK_ROWS):
-        x = np.ascontiguousarray(block, dtype=np.float32)
-        t0 = time.perf_counter()
-        chunk_codes = np.concatenate([codec.encode(x[i : i + call_rows]) for i in range(0, len(x), call_rows)])
-        encode_s += time.perf_counter() - t0
-        codes[start : start + x.shape[0]] = chunk_codes
-        if adds:
-            codec.add_vectors(x)
-        if sampler is not None:
-            x_hat = codec.decode(chunk_codes)
-            acc.add(x, x_hat)
-            sampler.add(start, x, x_hat)
+    with progress(f"encoding {trained.case.case_id}", ds.n_base, "vec", only_if_long=True) as bar:
+        for start, block in ds.base.blocks(ENCODE_CHUNK_ROWS):
+            x = np.ascontiguousarray(block, dtype=np.float32)
+            t0 = time.perf_counter()
+            chunk_codes = np.concatenate([codec.encode(x[i : i + call_rows]) for i in range(0, len(x), call_rows)])
+            encode_s += time.perf_counter() - t0
+            codes[start : start + x.shape[0]] = chunk_codes
+            if adds:
+                codec.add_vectors(x)
+            if sampler is not None:
+                x_hat = codec.decode(chunk_codes)
+                acc.add(x, x_hat)
+                sampler.add(start, x, x_hat)
+            bar.update(x.shape[0])
     if not adds:
         codec.add_codes(codes)
     if sampler is None or acc.n == 0:
