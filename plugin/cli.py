@@ -9,6 +9,7 @@ Subcommands:
   merge RUN_DIR... --db OUT.db [--rerun-file F]           join shard results into one database, list what is missing
   submit --shards N [sbatch options] -- [pytest args]      a SLURM job array of shards plus a merge job
   report [DB] [--run RUN_ID|latest|all] [-k EXPR] [--format F]  a run's table, Pareto-optimal cases marked
+  compare BASE NEW [--tolerance SPEC] [--fail-on-regression]  two runs case by case, regressions flagged
   rebuild-json RUN_DIR [RUN_DIR...]                        rebuild results.json from results.jsonl (after a crash)
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vq_benchmark.plugin import embed_cmd, gt_cmd, merge_cmd, report_cmd, submit
+from vq_benchmark.plugin import compare_cmd, embed_cmd, gt_cmd, merge_cmd, report_cmd, submit
 from vq_benchmark.plugin.settings import BY_NAME, SettingError, Settings, read_pyproject_ini, resolve_settings
 
 CASES_PACKAGE = "vq_benchmark.vq_cases"
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed_cmd.add_parser(sub)
     submit.add_parser(sub)
     report_cmd.add_parser(sub)
+    compare_cmd.add_parser(sub)
 
     p = sub.add_parser("rebuild-json", help="rebuild <run-dir>/<run_id>/results.json from its results.jsonl")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a <run-dir>/<run_id> folder")
