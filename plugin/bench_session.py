@@ -359,7 +359,10 @@ class BenchSession:
             lines += ["", repeats]
         lines.append(counts_line(rows, not_recorded=len(self.files.unrecorded)))
         db, folder = self.layout.db_path, self.layout.folder
-        lines += files_lines(rows, db_path=db, run_id=self.run_id, run_folder=folder, extra=self.written_files)
+        gt = list(self.pool.gt_sources.values())
+        lines += files_lines(
+            rows, db_path=db, run_id=self.run_id, run_folder=folder, gt_sources=gt, extra=self.written_files
+        )
         if self._finish_problem:
             lines.append(f"JSON report not written: {self._finish_problem}")
         lines.append(f"this table again: {reproduce_command(db, self.run_id)}")

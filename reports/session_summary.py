@@ -94,9 +94,12 @@ def files_lines(
     db_path: Path,
     run_id: str,
     run_folder: Path,
+    gt_sources: Sequence[str] = (),
     extra: Sequence[tuple[str, Path]] = (),
 ) -> list[str]:
-    """Every file (or folder of files) the session wrote, one per line, aligned."""
+    """Every file (or folder of files) the session wrote, one per line, aligned. Ground truth computed in this
+    process (`gt_sources`: an xdist controller computes it before its workers read it from the cache) or by a case
+    (the rows' gt_source) is listed."""
     entries: list[tuple[str, str]] = [
         ("database", f"{db_path}  (table results, run_id='{run_id}')"),
         ("run folder", f"{run_folder}: {_folder_contents(run_folder)}"),
@@ -104,7 +107,8 @@ def files_lines(
     codecs = _codec_line(rows)
     if codecs:
         entries.append(("codecs", codecs))
-    for source in sorted({str(r["gt_source"]) for r in rows if str(r.get("gt_source") or "").startswith("computed")}):
+    sources = {*gt_sources, *(str(r.get("gt_source") or "") for r in rows)}
+    for source in sorted(s for s in sources if s.startswith("computed")):
         entries.append(("ground truth", source))
     entries += [(label, str(path)) for label, path in extra]
     width = max(len(label) for label, _ in entries)

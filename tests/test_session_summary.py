@@ -82,7 +82,12 @@ def test_files_lines_list_the_run_folder_new_codecs_and_computed_ground_truth(tm
         _row("c", "ok", codec_path=str(codecs / "c.faissindex"), codec_cached=0, codec_reused=1, gt_source="given"),
     ]
     lines = files_lines(
-        rows, db_path=tmp_path / "b.db", run_id="r1", run_folder=folder, extra=[("benchmark JSON", tmp_path / "bj")]
+        rows,
+        db_path=tmp_path / "b.db",
+        run_id="r1",
+        run_folder=folder,
+        gt_sources=["computed (cached in d)", "cached e"],  # an xdist controller's own: its rows say "cached"
+        extra=[("benchmark JSON", tmp_path / "bj")],
     )
     assert lines == [
         "files written:",
@@ -90,6 +95,7 @@ def test_files_lines_list_the_run_folder_new_codecs_and_computed_ground_truth(tm
         f"  run folder      {folder}: manifest.json, results.jsonl, arrays/ (2 files)",
         f"  codecs          1 trained codec in {codecs}",
         "  ground truth    computed (cached in c)",
+        "  ground truth    computed (cached in d)",
         f"  benchmark JSON  {tmp_path / 'bj'}",
     ]
 
