@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "moved beyond its tolerance in the registry's direction of better, else same; missing when NEW lost a "
         "value; a case that turned failed or skipped regressed. Default tolerances: "
         f"{QUALITY_ABS_TOLERANCE:g} absolute for quality metrics (a seeded run reproduces them exactly); "
-        "timings (qps, train_s, ...) are judged only with a --tolerance for them (e.g. qps=10%%), otherwise a "
+        "timings (qps, train_s, ...) are judged only with a --tolerance for them (e.g. qps=10%), otherwise a "
         "change is shown as changed and never regresses. Exit 1 with --fail-on-regression when a case "
         "regressed or a BASE case is absent from NEW; exit 2 with one line on a usage error.",
     )

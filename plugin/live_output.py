@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from vq_benchmark.fixtures.progress import set_live_stream
-
 
 class TerminalStream(io.TextIOBase):
     """Writes through pytest's terminal writer with capture suspended."""
@@ -56,20 +54,23 @@ class TerminalStream(io.TextIOBase):
 
 
 def install(config: pytest.Config, *, tty: bool) -> None:
-    """Route progress bars of this session's long work (ground truth, training, encoding) to the terminal;
-    `tty` from `stdout_is_terminal()` at configure time."""
+    """Route progress bars of this session's long work (ground truth, training, encoding) to the terminal; `tty`:
+    whether it is one, asked at configure time (while a module is collected, fd 1 is pytest's capture file)."""
+    from vq_benchmark.fixtures.progress import set_live_stream  # here: the dormant plugin imports no tqdm
+
     set_live_stream(TerminalStream(config, tty=tty))
 
 
 def uninstall() -> None:
+    from vq_benchmark.fixtures.progress import set_live_stream
+
     set_live_stream(None)
 
 
 def stdout_is_terminal() -> bool:
-    """Whether pytest's output goes to a terminal. Ask at configure time: while a module is collected or a case
-    runs, file descriptor 1 is pytest's capture file."""
-    stream = sys.__stdout__
+    """Whether pytest's output goes to a terminal (sys.__stdout__: capture never replaces the object, but while a
+    module is collected or a case runs fd 1 is pytest's capture file, so ask at configure time)."""
     try:
-        return stream is not None and stream.isatty()
+        return sys.__stdout__ is not None and sys.__stdout__.isatty()
     except (AttributeError, ValueError):
         return False

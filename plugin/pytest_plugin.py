@@ -64,7 +64,7 @@ class _State:
         self.usage_error: str | None = None
         self.controller_checked = False
         self._provisional_run_id: str | None = None
-        self.terminal_tty = live_output.stdout_is_terminal()  # now: during collection, capture hides the terminal
+        self.terminal_tty = live_output.stdout_is_terminal()  # now, before collection captures fd 1
 
     @property
     def is_worker(self) -> bool:
@@ -406,4 +406,4 @@ class _Recorder:
     def pytest_unconfigure(self) -> None:
         if self.state.bench is not None:
             self.state.bench.close()
-        live_output.uninstall()
+            live_output.uninstall()

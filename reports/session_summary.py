@@ -30,10 +30,10 @@ def skip_groups(rows: Sequence[Row]) -> list[tuple[int, str]]:
     groups: dict[str, list[str]] = {}
     for row in rows:
         if row.get("status") == "skipped":
-            reason = one_line(str(row.get("error") or "no reason given"), REASON_CHARS)
-            groups.setdefault(_reason_key(reason), []).append(reason)
+            reason = one_line(str(row.get("error") or "no reason given"), 10_000)
+            groups.setdefault(_reason_key(reason), []).append(reason)  # grouped whole, cut only for display
     ordered = sorted(groups.values(), key=lambda reasons: (-len(reasons), reasons[0]))
-    return [(len(reasons), reasons[0]) for reasons in ordered]
+    return [(len(reasons), one_line(reasons[0], REASON_CHARS)) for reasons in ordered]
 
 
 def counts_line(rows: Sequence[Row], *, not_recorded: int = 0) -> str:
