@@ -190,7 +190,12 @@ PROVENANCE: tuple[Column, ...] = (
     Column("hostname", "TEXT", "host that ran the case"),
     Column("cpu_model", "TEXT", "CPU model name"),
     Column("omp_wait_policy", "TEXT", "OMP_WAIT_POLICY the process ran with"),
-    Column("worker", "TEXT", "xdist worker or shard that ran the case (main when not sharded)"),
+    Column(
+        "worker",
+        "TEXT",
+        "xdist worker that ran the case (gw0, gw1, ...), main without xdist; a shard's cases are listed in its"
+        " manifest.json",
+    ),
     Column("created_at", "TEXT", "UTC ISO-8601 time the row was recorded"),
 )
 

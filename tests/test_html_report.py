@@ -206,6 +206,34 @@ def test_settings_fall_back_to_manifest_and_survive_corruption(run: Run, tmp_pat
     assert run_settings(tmp_path, "../x").notes[0].startswith("settings not looked up")
 
 
+def test_merged_shards_report_and_page(tmp_path: Path) -> None:
+    """A run split over two shards and merged: the report and the page hold each case once, and the page finds the
+    run's settings in the shards' folders (a sharded run has no top-level results.json)."""
+    common = [
+        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
+        *("-k", "sq8 or sq4 or sqfp16", "-p", "no:cacheprovider", "--vq-run-id=split", "--vq-num-shards=2"),
+        f"--vq-run-dir={tmp_path / 'runs'}",
+        f"--vq-cache-dir={tmp_path / 'cache'}",
+        f"--vq-codebooks-dir={tmp_path / 'codebooks'}",
+    ]
+    for shard in (0, 1):
+        proc = subprocess.run([*common, f"--vq-shard-id={shard}"], cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    merged = tmp_path / "merged.db"
+    assert main(["merge", str(tmp_path / "runs" / "split"), "--db", str(merged)]) == 0
+    page_path = tmp_path / "page.html"
+    argv = [str(merged), "--format", "json", "--html", str(page_path), "--run-dir", str(tmp_path / "runs")]
+    rc, out, err = _main(*argv)
+    assert rc == 0, err
+    rows = json.loads(out)
+    expected = ["dummy-small-sq4", "dummy-small-sq8", "dummy-small-sqfp16"]
+    assert sorted(r["case_id"] for r in rows) == expected and {r["run_id"] for r in rows} == {"split"}
+    assert any("B" in r["pareto"] for r in rows)  # fronts are marked on the merged rows too
+    text = page_path.read_text(encoding="utf-8")
+    assert sorted(_cases_table_rows(text)) == expected
+    assert "shard-0-of-2" in text and "option --vq-num-shards" in text  # settings with sources, from the shards
+
+
 def _tiny_png(width: int = 3, height: int = 2) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
