@@ -183,6 +183,11 @@ def _run(tmp: Path, *extra: str, cache: Path) -> subprocess.CompletedProcess:
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
         "-p",
         "no:cacheprovider",
+        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
+        "-p",
+        "no:hypothesispytest",
+        "-p",
+        "no:anyio",
         *extra,
     ]
     # a child of an xdist worker inherits PYTEST_XDIST_WORKER, which makes pytest-benchmark disable itself

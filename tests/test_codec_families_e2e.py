@@ -45,18 +45,21 @@ method = "rq"
 M = [8]
 
 [[sweep]]
-method = "lsq"
+method = "lsq"  # 6-bit codebooks: LSQ's encoding search is ~7x faster than at 8 bits (2.2 s -> 0.3 s here)
 M = [4]
+nbits = [6]
 
 [[sweep]]
 method = "prq"
 nsplits = [2]
 M = [2]
+nbits = [6]
 
 [[sweep]]
 method = "plsq"
 nsplits = [2]
 M = [2]
+nbits = [6]
 
 [[sweep]]
 method = "rabitq"

@@ -31,6 +31,11 @@ def _out_args(tmp: Path) -> list[str]:
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
         "-p",
         "no:cacheprovider",
+        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
+        "-p",
+        "no:hypothesispytest",
+        "-p",
+        "no:anyio",
     ]
 
 
@@ -56,8 +61,9 @@ def dummy_small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cwd = tmp / "work"
     cwd.mkdir()
     args = [sys.executable, "-m", "pytest", CASES_DIR, "--vq-dataset", "dummy-small", *_out_args(tmp)]
-    # half the base as training sample: the OPQ cases dominate the suite's time and train on all of it otherwise
-    proc = subprocess.run([*args, "--vq-train-size=1000"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    # a quarter of the base as training sample (still 2x the 256 centroids of nbits=8): the OPQ cases dominate the
+    # suite's time and their training time grows with the sample (all 2000 vectors otherwise)
+    proc = subprocess.run([*args, "--vq-train-size=500"], cwd=cwd, capture_output=True, text=True, timeout=600)
     collect = subprocess.run([*args, "--collect-only", "-q"], cwd=cwd, capture_output=True, text=True, timeout=120)
     ids = [line.split("[", 1)[1].rstrip("]") for line in collect.stdout.splitlines() if "::test_case[" in line]
     return {"proc": proc, "tmp": tmp, "ids": ids, "rows": _rows(tmp / "out" / "bench.db")}

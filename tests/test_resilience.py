@@ -58,6 +58,11 @@ def _out_args(tmp: Path) -> list[str]:
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
         "-p",
         "no:cacheprovider",
+        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
+        "-p",
+        "no:hypothesispytest",
+        "-p",
+        "no:anyio",
     ]
 
 

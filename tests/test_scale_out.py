@@ -43,6 +43,11 @@ def _base_args(tmp: Path) -> list[str]:
         "--vq-threads=1",
         "-p",
         "no:cacheprovider",
+        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
+        "-p",
+        "no:hypothesispytest",
+        "-p",
+        "no:anyio",
         "-p",
         "killer",
         "-rs",
