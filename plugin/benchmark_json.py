@@ -123,8 +123,8 @@ def round_stats(data: Sequence[float]) -> dict[str, Any]:
         raise ValueError("no rounds")
     s = sorted(xs)
     n = len(s)
-    mean = statistics.fmean(s)
-    stddev = statistics.stdev(s) if n > 1 else 0.0
+    mean = statistics.mean(s)  # exact, as pytest-benchmark's: fmean of equal rounds can miss their value, and
+    stddev = statistics.stdev(s) if n > 1 else 0.0  # then every round would count as a stddev outlier
     q1, q3 = _quartiles(s)
     iqr = q3 - q1
     lo_fence, hi_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr

@@ -110,6 +110,12 @@ def test_round_stats_equal_pytest_benchmarks_own(data) -> None:
             assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
+def test_equal_rounds_are_no_outliers() -> None:
+    """statistics.fmean([1.9] * 3) is 1.8999999999999997: with a zero stddev every round was counted an outlier."""
+    stats = round_stats([1.9, 1.9, 1.9])
+    assert stats["mean"] == 1.9 and stats["stddev"] == 0.0 and stats["stddev_outliers"] == 0
+
+
 # ---------------------------------------------------------------- the document
 
 
