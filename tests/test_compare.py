@@ -39,7 +39,7 @@ PQ, IVF, ADDED = "dummy-small-pq-M8-nbits8", "dummy-small-ivf-nlist64-innerpq-M8
 def _sweep(tmp: Path, db: Path, keyword: str, codebooks: str) -> None:
     args = [
         *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", keyword, "-p", "no:cacheprovider", "-p", "no:xdist"),
+        *("-k", keyword, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "no:xdist"),
         f"--vq-db-path={db}",
         f"--vq-run-dir={tmp / 'runs'}",
         f"--vq-cache-dir={tmp / 'cache'}",

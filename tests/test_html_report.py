@@ -60,7 +60,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("html")
     args = [
         *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", KEYWORD, "-p", "no:cacheprovider"),
+        *("-k", KEYWORD, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"),
         f"--vq-db-path={tmp / 'bench.db'}",
         f"--vq-run-dir={tmp / 'runs'}",
         f"--vq-cache-dir={tmp / 'cache'}",
@@ -211,7 +211,18 @@ def test_merged_shards_report_and_page(tmp_path: Path) -> None:
     run's settings in the shards' folders (a sharded run has no top-level results.json)."""
     common = [
         *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", "sq8 or sq4 or sqfp16", "-p", "no:cacheprovider", "--vq-run-id=split", "--vq-num-shards=2"),
+        *(
+            "-k",
+            "sq8 or sq4 or sqfp16",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",
+            "-p",
+            "no:anyio",
+            "--vq-run-id=split",
+            "--vq-num-shards=2",
+        ),
         f"--vq-run-dir={tmp_path / 'runs'}",
         f"--vq-cache-dir={tmp_path / 'cache'}",
         f"--vq-codebooks-dir={tmp_path / 'codebooks'}",

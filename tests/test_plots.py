@@ -44,7 +44,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> list[Row]:
     tmp = tmp_path_factory.mktemp("plots")
     args = [
         *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", "(sq or pq-M8) and not opq", "-p", "no:cacheprovider"),
+        *("-k", "(sq or pq-M8) and not opq", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"),
         f"--vq-db-path={tmp / 'bench.db'}",
         f"--vq-run-dir={tmp / 'runs'}",
         f"--vq-cache-dir={tmp / 'cache'}",

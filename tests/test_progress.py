@@ -137,6 +137,8 @@ def test_bars_reach_a_real_terminal_on_their_own_lines(tmp_path: Path) -> None:
             "-p",
             "no:cacheprovider",
             "-p",
+            "no:hypothesispytest",
+            "-p",
             "no:benchmark",
         ),
         f"--vq-db-path={tmp_path / 'b.db'}",
@@ -162,7 +164,17 @@ def test_without_a_terminal_short_work_prints_nothing(tmp_path: Path) -> None:
     """The same run into a pipe (a CI log): no bar, and no summary line for work under LONG_SUMMARY_S."""
     args = [
         *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q", "-k", "sq8"),
-        *("-p", "no:cacheprovider", "-p", "no:benchmark", f"--vq-db-path={tmp_path / 'b.db'}"),
+        *(
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",
+            "-p",
+            "no:anyio",
+            "-p",
+            "no:benchmark",
+            f"--vq-db-path={tmp_path / 'b.db'}",
+        ),
         f"--vq-run-dir={tmp_path / 'runs'}",
         f"--vq-cache-dir={tmp_path / 'cache'}",
         f"--vq-codebooks-dir={tmp_path / 'cb'}",

@@ -47,7 +47,7 @@ def run_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
     args = [
         *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", "sq8 or sq4 or sqfp16", "-p", "no:cacheprovider"),
+        *("-k", "sq8 or sq4 or sqfp16", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"),
         f"--vq-db-path={tmp / 'bench.db'}",
         f"--vq-run-dir={tmp / 'runs'}",
         f"--vq-cache-dir={tmp / 'cache'}",
