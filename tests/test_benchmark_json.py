@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sweeps import QUIET_PLUGINS
 
 from vq_benchmark.plugin.benchmark_json import (
     benchmark_document,
@@ -187,13 +188,7 @@ def _run(tmp: Path, *extra: str, cache: Path) -> subprocess.CompletedProcess:
         f"--vq-run-dir={tmp / 'runs'}",
         f"--vq-cache-dir={cache}",
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
-        "-p",
-        "no:cacheprovider",
-        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
-        "-p",
-        "no:hypothesispytest",
-        "-p",
-        "no:anyio",
+        *QUIET_PLUGINS,
         *extra,
     ]
     # a child of an xdist worker inherits PYTEST_XDIST_WORKER, which makes pytest-benchmark disable itself

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sweeps import QUIET_PLUGINS
 
 from vq_benchmark.fixtures.registry import BUILTIN
 from vq_benchmark.fixtures.session import DatasetPool
@@ -38,13 +39,7 @@ def _out_args(tmp: Path) -> list[str]:
         f"--vq-cache-dir={tmp / 'cache'}",
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
         "--vq-threads=1",
-        "-p",
-        "no:cacheprovider",
-        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
-        "-p",
-        "no:hypothesispytest",
-        "-p",
-        "no:anyio",
+        *QUIET_PLUGINS,
     ]
 
 

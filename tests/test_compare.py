@@ -9,13 +9,12 @@ import io
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sweeps import run_sweep
 
 from vq_benchmark.plugin.cli import main
 from vq_benchmark.reports.compare import (
@@ -37,16 +36,7 @@ PQ, IVF, ADDED = "dummy-small-pq-M8-nbits8", "dummy-small-ivf-nlist64-innerpq-M8
 
 
 def _sweep(tmp: Path, db: Path, keyword: str, codebooks: str) -> None:
-    args = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", keyword, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio", "-p", "no:xdist"),
-        f"--vq-db-path={db}",
-        f"--vq-run-dir={tmp / 'runs'}",
-        f"--vq-cache-dir={tmp / 'cache'}",
-        f"--vq-codebooks-dir={tmp / codebooks}",
-    ]
-    proc = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_sweep(tmp, "-k", keyword, "-p", "no:xdist", db=db, codebooks=codebooks)
 
 
 @pytest.fixture(scope="module")

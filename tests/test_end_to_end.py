@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sweeps import QUIET_PLUGINS
 
 from vq_benchmark.fixtures.ground_truth import exact_knn
 from vq_benchmark.plugin.cli import main
@@ -29,13 +30,7 @@ def _out_args(tmp: Path) -> list[str]:
         f"--vq-run-dir={tmp / 'out' / 'runs'}",
         f"--vq-cache-dir={tmp / 'cache'}",
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
-        "-p",
-        "no:cacheprovider",
-        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
-        "-p",
-        "no:hypothesispytest",
-        "-p",
-        "no:anyio",
+        *QUIET_PLUGINS,
     ]
 
 

@@ -16,8 +16,6 @@ import os
 import shutil
 import sqlite3
 import struct
-import subprocess
-import sys
 import zlib
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sweeps import run_sweep
 
 from vq_benchmark.plugin.cli import main
 from vq_benchmark.reports.html_page import render_html, write_html
@@ -58,16 +57,7 @@ class Page:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("html")
-    args = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", KEYWORD, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"),
-        f"--vq-db-path={tmp / 'bench.db'}",
-        f"--vq-run-dir={tmp / 'runs'}",
-        f"--vq-cache-dir={tmp / 'cache'}",
-        f"--vq-codebooks-dir={tmp / 'codebooks'}",
-    ]
-    proc = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_sweep(tmp, "-k", KEYWORD)
     conn = sqlite3.connect(tmp / "bench.db")
     conn.row_factory = sqlite3.Row
     rows = [dict(r) for r in conn.execute("SELECT * FROM results ORDER BY case_id")]
@@ -209,27 +199,10 @@ def test_settings_fall_back_to_manifest_and_survive_corruption(run: Run, tmp_pat
 def test_merged_shards_report_and_page(tmp_path: Path) -> None:
     """A run split over two shards and merged: the report and the page hold each case once, and the page finds the
     run's settings in the shards' folders (a sharded run has no top-level results.json)."""
-    common = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *(
-            "-k",
-            "sq8 or sq4 or sqfp16",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:hypothesispytest",
-            "-p",
-            "no:anyio",
-            "--vq-run-id=split",
-            "--vq-num-shards=2",
-        ),
-        f"--vq-run-dir={tmp_path / 'runs'}",
-        f"--vq-cache-dir={tmp_path / 'cache'}",
-        f"--vq-codebooks-dir={tmp_path / 'codebooks'}",
-    ]
     for shard in (0, 1):
-        proc = subprocess.run([*common, f"--vq-shard-id={shard}"], cwd=tmp_path, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        run_sweep(
+            tmp_path, "-k", "sq8 or sq4 or sqfp16", "--vq-run-id=split", "--vq-num-shards=2", f"--vq-shard-id={shard}"
+        )
     merged = tmp_path / "merged.db"
     assert main(["merge", str(tmp_path / "runs" / "split"), "--db", str(merged)]) == 0
     page_path = tmp_path / "page.html"

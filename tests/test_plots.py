@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sweeps import run_sweep
 
 from vq_benchmark.reports import plots
 from vq_benchmark.reports.errors import ReportError
@@ -42,16 +43,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> list[Row]:
     tmp = tmp_path_factory.mktemp("plots")
-    args = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", "(sq or pq-M8) and not opq", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"),
-        f"--vq-db-path={tmp / 'bench.db'}",
-        f"--vq-run-dir={tmp / 'runs'}",
-        f"--vq-cache-dir={tmp / 'cache'}",
-        f"--vq-codebooks-dir={tmp / 'codebooks'}",
-    ]
-    proc = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_sweep(tmp, "-k", "(sq or pq-M8) and not opq")
     found = read_rows(tmp / "bench.db")
     assert {method_family(r["method"]) for r in found} == FAMILIES
     return found

@@ -11,13 +11,13 @@ import re
 import select
 import struct
 import subprocess
-import sys
 import termios
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from sweeps import run_sweep, sweep_command
 
 from vq_benchmark.fixtures import progress as progress_mod
 from vq_benchmark.fixtures.progress import progress, set_live_stream, ticking
@@ -127,25 +127,9 @@ def test_bars_reach_a_real_terminal_on_their_own_lines(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "TERM": "xterm"}
     env.pop("CI", None)  # pytest's CI mode changes nothing here, but keep the run like a user's
-    args = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-v"),
-        *(
-            "-k",
-            "dummy-small-sq8 or dummy-small-pq-M8",
-            "-p",
-            "progress_now",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:hypothesispytest",
-            "-p",
-            "no:benchmark",
-        ),
-        f"--vq-db-path={tmp_path / 'b.db'}",
-        f"--vq-run-dir={tmp_path / 'runs'}",
-        f"--vq-cache-dir={tmp_path / 'cache'}",
-        f"--vq-codebooks-dir={tmp_path / 'cb'}",
-    ]
+    keyword = "dummy-small-sq8 or dummy-small-pq-M8"
+    # -v twice after sweep_command's -q: one line per case, as a user's `pytest -v` prints
+    args = sweep_command(tmp_path, "-v", "-v", "-k", keyword, "-p", "progress_now", "-p", "no:benchmark")
     out = _run_in_pty(args, tmp_path, env)
     assert "2 passed" in out, out[-3000:]
     lines = out.replace("\r\n", "\n").split("\n")
@@ -162,23 +146,5 @@ def test_bars_reach_a_real_terminal_on_their_own_lines(tmp_path: Path) -> None:
 
 def test_without_a_terminal_short_work_prints_nothing(tmp_path: Path) -> None:
     """The same run into a pipe (a CI log): no bar, and no summary line for work under LONG_SUMMARY_S."""
-    args = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q", "-k", "sq8"),
-        *(
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:hypothesispytest",
-            "-p",
-            "no:anyio",
-            "-p",
-            "no:benchmark",
-            f"--vq-db-path={tmp_path / 'b.db'}",
-        ),
-        f"--vq-run-dir={tmp_path / 'runs'}",
-        f"--vq-cache-dir={tmp_path / 'cache'}",
-        f"--vq-codebooks-dir={tmp_path / 'cb'}",
-    ]
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:]
+    proc = run_sweep(tmp_path, "-k", "sq8", "-p", "no:benchmark")
     assert "encoding" not in proc.stdout + proc.stderr and "\r" not in proc.stdout

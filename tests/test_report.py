@@ -8,13 +8,12 @@ import io
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sweeps import run_sweep
 
 from vq_benchmark.plugin.cli import main
 from vq_benchmark.reports.pareto import dominates, pareto_front
@@ -45,16 +44,7 @@ def test_pareto_ties_and_directions() -> None:
 @pytest.fixture(scope="module")
 def run_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
-    args = [
-        *(sys.executable, "-m", "pytest", str(REPO / "vq_cases"), "--vq-dataset=dummy-small", "-q"),
-        *("-k", "sq8 or sq4 or sqfp16", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:anyio"),
-        f"--vq-db-path={tmp / 'bench.db'}",
-        f"--vq-run-dir={tmp / 'runs'}",
-        f"--vq-cache-dir={tmp / 'cache'}",
-        f"--vq-codebooks-dir={tmp / 'codebooks'}",
-    ]
-    proc = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_sweep(tmp, "-k", "sq8 or sq4 or sqfp16")
     return tmp / "bench.db"
 
 

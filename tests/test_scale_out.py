@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sweeps import QUIET_PLUGINS
 
 from vq_benchmark.reports.jsonl import read_jsonl
 
@@ -41,13 +42,7 @@ def _base_args(tmp: Path) -> list[str]:
         f"--vq-cache-dir={tmp / 'cache'}",
         f"--vq-codebooks-dir={tmp / 'codebooks'}",
         "--vq-threads=1",
-        "-p",
-        "no:cacheprovider",
-        # plugins no case uses: at session end hypothesis's plugin imports all of hypothesis (~0.8 s a process)
-        "-p",
-        "no:hypothesispytest",
-        "-p",
-        "no:anyio",
+        *QUIET_PLUGINS,
         "-p",
         "killer",
         "-rs",
