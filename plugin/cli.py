@@ -8,7 +8,8 @@ Subcommands:
   embed --collection C --queries Q --out DIR               embed MSMARCO-style TSVs (all-MiniLM-L6-v2), resumable
   merge RUN_DIR... --db OUT.db [--rerun-file F]           join shard results into one database, list what is missing
   submit --shards N [sbatch options] -- [pytest args]      a SLURM job array of shards plus a merge job
-  report [DB] [--run RUN_ID|latest|all] [-k EXPR] [--format F]  a run's table, Pareto-optimal cases marked
+  report [DB] [--run RUN_ID|latest|all] [-k EXPR] [--format F]  a run's table, Pareto-optimal cases marked;
+         [--plots DIR] [--plot SPEC]... [--html FILE]      also its plots and a self-contained HTML page
   compare BASE NEW [--tolerance SPEC] [--fail-on-regression]  two runs case by case, regressions flagged
   rebuild-json RUN_DIR [RUN_DIR...]                        rebuild results.json from results.jsonl (after a crash)
 """
