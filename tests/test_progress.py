@@ -75,7 +75,7 @@ def test_ticking_redraws_elapsed_time_and_stops_its_thread(monkeypatch: pytest.M
     set_live_stream(out)
     try:
         with ticking("training x on 10 vectors"):
-            time.sleep(0.3)
+            time.sleep(0.5)  # the bar at start and at close, and at least one tick between (mininterval 0.1 s)
     finally:
         set_live_stream(None)
     text = out.getvalue()
